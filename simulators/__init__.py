@@ -1,0 +1,1 @@
+"""sitewatt simulators."""

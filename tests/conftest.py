@@ -1,0 +1,32 @@
+"""Shared fixtures: real brokers and Modbus servers on loopback, cleaned up after each test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from simulators.broker import Broker, mosquitto_available
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+pytest_plugins = ["tests.support.modbus_fixtures"]
+
+requires_mosquitto = pytest.mark.skipif(
+    not mosquitto_available(), reason="mosquitto is not installed"
+)
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Broker]:
+    """A real mosquitto on a free loopback port with persistence in the test's tmp dir."""
+    if not mosquitto_available():
+        pytest.skip("mosquitto is not installed (make test installs it as root)")
+    broker = Broker(kind="mosquitto", workdir=tmp_path / "mosquitto")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

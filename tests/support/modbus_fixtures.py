@@ -1,0 +1,1 @@
+"""Modbus server fixtures (filled in with the profiles work)."""
