@@ -1,41 +1,57 @@
-"""The mosquitto fixture is real: a message goes through it and it survives a restart."""
+"""The brokers we launch are real: a message goes through each, and mosquitto survives a restart."""
 
 from __future__ import annotations
 
 import threading
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulators.broker import Broker
 
 
-def test_mosquitto_round_trip_and_restart(mosquitto: Broker) -> None:
+def _round_trip(broker: Broker, tag: str) -> bool:
     got = threading.Event()
-    received: list[bytes] = []
 
     def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        received.append(msg.payload)
-        got.set()
+        if msg.payload == tag.encode():
+            got.set()
 
-    for attempt in range(2):
-        got.clear()
-        sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sub{attempt}")
-        sub.on_message = on_message
-        sub.connect(mosquitto.host, mosquitto.port)
-        sub.subscribe("t/x", qos=1)
-        sub.loop_start()
-        pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub{attempt}")
-        pub.connect(mosquitto.host, mosquitto.port)
-        pub.loop_start()
-        # Retry the publish until the subscription is live (no sleeps as synchronisation).
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sub-{tag}")
+    sub.on_message = on_message
+    sub.connect(broker.host, broker.port)
+    sub.subscribe("t/x", qos=1)
+    sub.loop_start()
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{tag}")
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    try:
+        # Re-publish until the subscription is live: a condition with a timeout, not a sleep.
         for _ in range(50):
-            pub.publish("t/x", f"hello{attempt}".encode(), qos=1).wait_for_publish(2)
+            pub.publish("t/x", tag.encode(), qos=1).wait_for_publish(2)
             if got.wait(0.1):
                 break
-        pub.loop_stop()
-        pub.disconnect()
-        sub.loop_stop()
-        sub.disconnect()
-        assert f"hello{attempt}".encode() in received
-        mosquitto.restart()
+        return got.is_set()
+    finally:
+        for c in (pub, sub):
+            c.loop_stop()
+            c.disconnect()
+
+
+def test_mosquitto_round_trip_and_restart(mosquitto: Broker) -> None:
+    assert _round_trip(mosquitto, "before")
+    pid = mosquitto.proc.pid if mosquitto.proc else None
+    mosquitto.restart()
+    assert mosquitto.proc is not None and mosquitto.proc.pid != pid
+    assert _round_trip(mosquitto, "after")
+
+
+def test_embedded_broker_round_trip() -> None:
+    pytest.importorskip("amqtt")
+    broker = Broker(kind="amqtt").start()
+    try:
+        assert _round_trip(broker, "embedded")
+    finally:
+        broker.close()
+    assert broker.proc is None
