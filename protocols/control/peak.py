@@ -1,0 +1,316 @@
+"""The peak-shaving planner: from a site's state, its policy, the tariff and the time, the
+battery mode the site should be in, with the reason.
+
+Rules, in order (the first that applies decides):
+
+1. policy disabled → auto.
+2. mains absent → auto: the battery is already carrying the site; the BMS and the agent's
+   interlock own it now.
+3. outage forecast, or `outage_threshold` outages within the policy's instability window →
+   recharge to `recovery_soc` (auto once there): a battery emptied for money must not meet
+   an outage.
+4. a fleet directive (demand response) asks for discharge → peak_shave at the directive's
+   power, bounded by load and battery limit, down to the reserve (economics do not apply: the
+   event is paid for separately).
+5. economics do not pay (chemistry, SOH, cycle life, temperature vs the day's spread) → auto.
+6. peak or critical peak → peak_shave with discharge limit min(load, battery limit, policy
+   limit), only above the reserve SOC; once shaving, stop at the reserve; to start, the SOC
+   must be `start_margin_pct` above it (no chatter at the boundary).
+7. valley → charge to `target_soc` at min(policy C-rate × capacity, policy limit, battery
+   limit), unless a fleet directive holds the start back or lowers the rate (stagger).
+8. otherwise (flat, or charged) → auto.
+
+The agent enforces the reserve independently (the same `reserve_soc`), so a stale or wrong
+decision cannot eat the backup; this planner simply never asks for it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from protocols.control.actions import Action, Command
+from protocols.control.economics import Battery, Verdict, worth_cycling
+from protocols.control.reserve import (
+    DEFAULT_BACKUP_HOURS,
+    DEFAULT_EFFICIENCY,
+    DEFAULT_FLOOR_PCT,
+    reserve_soc,
+)
+from protocols.control.tariff import PEAK_PERIODS, Period, Tariff
+
+
+class BatteryMode(StrEnum):
+    AUTO = "auto"
+    PEAK_SHAVE = "peak_shave"
+    CHARGE = "charge"
+
+
+class PeakPolicy(BaseModel):
+    """Peak-shaving policy for one site or group. Defaults are what docs/control.md lists."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    backup_hours: float = Field(DEFAULT_BACKUP_HOURS, ge=0, le=48)
+    floor_pct: float = Field(DEFAULT_FLOOR_PCT, ge=0, le=100)
+    efficiency: float = Field(DEFAULT_EFFICIENCY, gt=0, le=1)
+    target_soc: float = Field(95.0, gt=0, le=100)
+    recovery_soc: float = Field(100.0, gt=0, le=100)
+    charge_c_rate: float = Field(0.3, gt=0, le=2)
+    charge_limit_w: float | None = Field(None, gt=0)
+    max_discharge_w: float | None = Field(None, gt=0)
+    min_spread: float = Field(0.0, ge=0)
+    min_margin: float = Field(0.0, ge=0)
+    start_margin_pct: float = Field(2.0, ge=0, le=50)
+    charge_hysteresis_pct: float = Field(3.0, ge=0, le=50)
+    shave_periods: frozenset[Period] = PEAK_PERIODS
+    instability_window_h: float = Field(24.0, gt=0)
+    outage_threshold: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> PeakPolicy:
+        if self.target_soc <= self.floor_pct:
+            raise ValueError(f"target_soc {self.target_soc} must be above floor {self.floor_pct}")
+        if Period.VALLEY in self.shave_periods:
+            raise ValueError("shave_periods must not include the valley")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class SiteState:
+    """What the planner needs to know about a site now.
+
+    `outages_recent` counts mains failures in the last `policy.instability_window_h` hours
+    (the shell counts them from its alarm history).
+    """
+
+    soc_pct: float
+    capacity_wh: float
+    load_w: float
+    battery: Battery = field(default_factory=Battery)
+    mains_present: bool = True
+    outages_recent: int = 0
+    outage_forecast: bool = False
+    max_discharge_w: float = math.inf
+    max_charge_w: float = math.inf
+    mode: BatteryMode = BatteryMode.AUTO
+
+
+@dataclass(frozen=True, slots=True)
+class FleetDirective:
+    """What fleet-level planning (demand response, staggered recharge) asks of one site.
+
+    `discharge_w`: power to shed now (a demand-response share); `charge_not_before`: Unix
+    seconds before which the site must not start recharging; `charge_limit_w`: a lower charge
+    rate for the stagger.
+    """
+
+    discharge_w: float = 0.0
+    charge_not_before: float | None = None
+    charge_limit_w: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The planner's answer. `code` is a stable short name for the rule that decided."""
+
+    mode: BatteryMode
+    code: str
+    reason: str
+    reserve_soc: float
+    discharge_limit_w: float = 0.0
+    charge_limit_w: float = 0.0
+    target_soc: float | None = None
+    verdict: Verdict | None = None
+
+    def command(self) -> Command:
+        """The wire action for this decision."""
+        if self.mode is BatteryMode.PEAK_SHAVE:
+            return Command(
+                Action.BATTERY_PEAK_SHAVE, {"discharge_limit_w": round(self.discharge_limit_w)}
+            )
+        if self.mode is BatteryMode.CHARGE:
+            return Command(
+                Action.BATTERY_CHARGE,
+                {"charge_limit_w": round(self.charge_limit_w), "target_soc": self.target_soc},
+            )
+        return Command(Action.BATTERY_AUTO, {})
+
+
+def site_reserve_soc(state: SiteState, policy: PeakPolicy) -> float:
+    """The reserve SOC for this site now, per the policy (same formula as the interlock)."""
+    return reserve_soc(
+        state.load_w,
+        state.capacity_wh,
+        backup_hours=policy.backup_hours,
+        floor_pct=policy.floor_pct,
+        efficiency=policy.efficiency,
+        soh_pct=state.battery.soh_pct,
+    )
+
+
+def charge_limit_w(state: SiteState, policy: PeakPolicy) -> float:
+    """The charge power the policy allows this site (W, at the battery)."""
+    limit = min(policy.charge_c_rate * state.capacity_wh, state.max_charge_w)
+    if policy.charge_limit_w is not None:
+        limit = min(limit, policy.charge_limit_w)
+    return max(0.0, limit)
+
+
+def discharge_limit_w(state: SiteState, policy: PeakPolicy, wanted_w: float = math.inf) -> float:
+    """Discharge power: never more than the load (no export), the battery or the policy allow."""
+    limit = min(max(0.0, state.load_w), state.max_discharge_w, wanted_w)
+    if policy.max_discharge_w is not None:
+        limit = min(limit, policy.max_discharge_w)
+    return max(0.0, limit)
+
+
+def day_verdict(state: SiteState, policy: PeakPolicy, tariff: Tariff, now: float) -> Verdict:
+    """The economics of cycling today: the day's dearest shaved period against its cheapest."""
+    prices = tariff.day_prices(now)
+    shave = [v for p, v in prices.items() if p in policy.shave_periods]
+    peak = max(shave) if shave else max(prices.values())
+    valley = min(prices.values())
+    return worth_cycling(
+        state.battery,
+        peak_price=peak,
+        valley_price=valley,
+        min_spread=policy.min_spread,
+        min_margin=policy.min_margin,
+    )
+
+
+def plan_site(
+    state: SiteState,
+    policy: PeakPolicy,
+    tariff: Tariff,
+    now: float,
+    *,
+    directive: FleetDirective | None = None,
+) -> Decision:
+    """The battery mode for `state` at `now` (Unix seconds). See the module doc for the rules."""
+    reserve = site_reserve_soc(state, policy)
+    soc = state.soc_pct
+
+    def auto(code: str, reason: str, verdict: Verdict | None = None) -> Decision:
+        return Decision(BatteryMode.AUTO, code, reason, reserve, verdict=verdict)
+
+    def charge(code: str, reason: str, target: float, limit: float) -> Decision:
+        return Decision(
+            BatteryMode.CHARGE, code, reason, reserve, charge_limit_w=limit, target_soc=target
+        )
+
+    def above_reserve() -> bool:
+        margin = 0.0 if state.mode is BatteryMode.PEAK_SHAVE else policy.start_margin_pct
+        return soc > reserve + margin
+
+    if not policy.enabled:
+        return auto("disabled", "peak shaving is disabled for this site")
+    if not state.mains_present:
+        return auto("mains_absent", "mains absent: the battery is carrying the site")
+
+    unstable = state.outages_recent >= policy.outage_threshold
+    if state.outage_forecast or unstable:
+        why = (
+            "outage forecast"
+            if state.outage_forecast
+            else f"{state.outages_recent} mains outages in the last "
+            f"{policy.instability_window_h:g} h"
+        )
+        short = policy.recovery_soc - (
+            0.0 if state.mode is BatteryMode.CHARGE else policy.charge_hysteresis_pct
+        )
+        if soc < short:
+            return charge(
+                "unstable",
+                f"{why}: recharge to {policy.recovery_soc:g} %",
+                policy.recovery_soc,
+                charge_limit_w(state, policy),
+            )
+        return auto("unstable", f"{why}: battery full, held in auto")
+
+    if directive is not None and directive.discharge_w > 0:
+        if not above_reserve():
+            return auto(
+                "at_reserve",
+                f"demand response asks {directive.discharge_w:.0f} W but SOC {soc:.1f} % "
+                f"is at the reserve {reserve:.1f} %",
+            )
+        limit = discharge_limit_w(state, policy, directive.discharge_w)
+        if limit > 0:
+            return Decision(
+                BatteryMode.PEAK_SHAVE,
+                "demand_response",
+                f"demand response: discharge {limit:.0f} W above reserve {reserve:.1f} %",
+                reserve,
+                discharge_limit_w=limit,
+            )
+
+    verdict = day_verdict(state, policy, tariff, now)
+    if not verdict.worth:
+        return auto("uneconomic", f"cycling does not pay: {verdict.reason}", verdict)
+
+    period = tariff.period_at(now)
+    if period in policy.shave_periods:
+        if not above_reserve():
+            return auto(
+                "at_reserve",
+                f"{period.value}: SOC {soc:.1f} % is at the reserve {reserve:.1f} % "
+                f"({policy.backup_hours:g} h of {state.load_w:.0f} W + {policy.floor_pct:g} %)",
+                verdict,
+            )
+        limit = discharge_limit_w(state, policy)
+        if limit <= 0:
+            return auto("no_load", f"{period.value}: nothing to shave (load or limit is 0)", verdict)
+        return Decision(
+            BatteryMode.PEAK_SHAVE,
+            "shave",
+            f"{period.value}: discharge {limit:.0f} W, stop at reserve {reserve:.1f} %",
+            reserve,
+            discharge_limit_w=limit,
+            verdict=verdict,
+        )
+
+    if period is Period.VALLEY:
+        target = max(policy.target_soc, min(100.0, reserve))
+        charging = state.mode is BatteryMode.CHARGE
+        needs = soc < target if charging else soc < target - policy.charge_hysteresis_pct
+        if not needs:
+            return auto("charged", f"valley: SOC {soc:.1f} % is at target {target:g} %", verdict)
+        limit = charge_limit_w(state, policy)
+        if directive is not None:
+            if directive.charge_not_before is not None and now < directive.charge_not_before:
+                wait = directive.charge_not_before - now
+                return auto(
+                    "staggered",
+                    f"valley: recharge held {wait:.0f} s by the fleet stagger",
+                    verdict,
+                )
+            if directive.charge_limit_w is not None:
+                limit = min(limit, directive.charge_limit_w)
+        return charge(
+            "recharge",
+            f"valley: recharge to {target:g} % at {limit:.0f} W",
+            target,
+            limit,
+        )
+
+    return auto("idle", f"{period.value}: hold in auto", verdict)
+
+
+__all__ = [
+    "BatteryMode",
+    "Decision",
+    "FleetDirective",
+    "PeakPolicy",
+    "SiteState",
+    "charge_limit_w",
+    "day_verdict",
+    "discharge_limit_w",
+    "plan_site",
+    "site_reserve_soc",
+]
