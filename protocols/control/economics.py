@@ -72,7 +72,9 @@ class Battery:
                 if self.round_trip_efficiency is not None
                 else d.round_trip_efficiency
             ),
-            life_halving_c=self.life_halving_c if self.life_halving_c is not None else d.life_halving_c,
+            life_halving_c=self.life_halving_c
+            if self.life_halving_c is not None
+            else d.life_halving_c,
             end_of_life_soh=(
                 self.end_of_life_soh if self.end_of_life_soh is not None else d.end_of_life_soh
             ),
@@ -87,7 +89,8 @@ def derated_cycle_life(
         return cycle_life
     if life_halving_c <= 0:
         raise ControlError(f"life_halving_c must be > 0, got {life_halving_c}")
-    return cycle_life * 0.5 ** ((temperature_c - REFERENCE_TEMPERATURE_C) / life_halving_c)
+    factor: float = 0.5 ** ((temperature_c - REFERENCE_TEMPERATURE_C) / life_halving_c)
+    return cycle_life * factor
 
 
 @dataclass(frozen=True, slots=True)

@@ -265,7 +265,9 @@ def plan_site(
             )
         limit = discharge_limit_w(state, policy)
         if limit <= 0:
-            return auto("no_load", f"{period.value}: nothing to shave (load or limit is 0)", verdict)
+            return auto(
+                "no_load", f"{period.value}: nothing to shave (load or limit is 0)", verdict
+            )
         return Decision(
             BatteryMode.PEAK_SHAVE,
             "shave",

@@ -26,7 +26,10 @@ def usable_capacity_wh(capacity_wh: float, soh_pct: float = 100.0) -> float:
 
 
 def backup_energy_wh(
-    load_w: float, *, backup_hours: float = DEFAULT_BACKUP_HOURS, efficiency: float = DEFAULT_EFFICIENCY
+    load_w: float,
+    *,
+    backup_hours: float = DEFAULT_BACKUP_HOURS,
+    efficiency: float = DEFAULT_EFFICIENCY,
 ) -> float:
     """Energy drawn from the cells to carry `load_w` for `backup_hours`."""
     if not 0 < efficiency <= 1:

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from enum import StrEnum
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,8 @@ class DayType(StrEnum):
     WEEKEND = "weekend"
 
 
-def _parse_hhmm(text: str) -> int:
+def parse_hhmm(text: str) -> int:
+    """'HH:MM' as minutes after midnight (24:00 allowed)."""
     hh, sep, mm = text.strip().partition(":")
     if not sep or not hh.isdigit() or not mm.isdigit():
         raise ValueError(f"time {text!r} is not HH:MM")
@@ -65,7 +67,7 @@ def parse_range(text: str) -> list[tuple[int, int]]:
     start_s, sep, end_s = text.partition("-")
     if not sep:
         raise ValueError(f"range {text!r} is not HH:MM-HH:MM")
-    start, end = _parse_hhmm(start_s), _parse_hhmm(end_s)
+    start, end = parse_hhmm(start_s), parse_hhmm(end_s)
     if start == end:
         raise ValueError(f"range {text!r} is empty")
     if start < end:
@@ -230,7 +232,7 @@ class Tariff(BaseModel):
         out: list[str] = []
         for season in self.seasons:
             ordered = [(p, season.prices[p]) for p in PERIODS if p in season.prices]
-            for (p1, v1), (p2, v2) in zip(ordered, ordered[1:], strict=False):
+            for (p1, v1), (p2, v2) in pairwise(ordered):
                 if v1 < v2:
                     out.append(
                         f"season {season.name!r}: {p1.value} price {v1} is below "
@@ -352,6 +354,7 @@ __all__ = [
     "Tariff",
     "load_tariff",
     "load_tariffs",
+    "parse_hhmm",
     "parse_range",
     "tariff_from_mapping",
 ]
