@@ -18,8 +18,8 @@ one batch. With WAL and `synchronous=NORMAL`, a committed transaction survives t
 killed; only a power cut can lose the last commits (set `synchronous_full` to close that too).
 
 When the configured bounds are exceeded the oldest readings go first; what was dropped is counted
-and carried, as a data-loss record, inside the next batch formed — so the loss report itself is
-signed, receipted and re-sent like any telemetry, and never silent.
+and becomes the next batch formed, a data-loss record that takes a seq like any batch — so the
+loss report itself is signed, receipted and re-sent like telemetry, and never silent.
 """
 
 from __future__ import annotations
@@ -106,7 +106,10 @@ class DataLoss:
 
 @dataclass(frozen=True)
 class BatchDraft:
-    """What a sealing callable turns into bytes: the batch's content, fixed before signing."""
+    """What a sealing callable turns into bytes: the batch's content, fixed before signing.
+
+    Either readings, or (with no readings) a data-loss report in `loss`.
+    """
 
     seq: int
     sent_ms: int
@@ -226,8 +229,9 @@ class Outbox:
         max_readings: int,
         historical_before_ms: int | None = None,
     ) -> StoredBatch | None:
-        """Form, seal and store one batch from the oldest pending readings (at most
-        `max_readings`), carrying any unreported data loss. None if there is nothing to send.
+        """Form, seal and store one batch: the unreported data loss if there is one (a batch of
+        no readings whose draft carries `loss`), else the oldest pending readings (at most
+        `max_readings`). None if there is nothing to send.
 
         The seq is `max(last seq + 1, now_ms)`: increasing for ever in this database, and seeded
         from the time so that a re-install with a fresh database does not reuse old seqs. The
@@ -237,14 +241,17 @@ class Outbox:
             raise ValueError("max_readings must be >= 1")
         try:
             with self._tx():
-                rows = self._conn.execute(
-                    "SELECT id, t, device, point, value, quality, is_bool FROM outbox_readings "
-                    "ORDER BY id LIMIT ?",
-                    (max_readings,),
-                ).fetchall()
+                # A loss report goes first, alone, so it is never held back behind a backlog.
                 loss = self._pending_loss()
-                if not rows and loss is None:
-                    return None
+                rows = []
+                if loss is None:
+                    rows = self._conn.execute(
+                        "SELECT id, t, device, point, value, quality, is_bool "
+                        "FROM outbox_readings ORDER BY id LIMIT ?",
+                        (max_readings,),
+                    ).fetchall()
+                    if not rows:
+                        return None
                 readings = [
                     Reading(t, d, p, bool(v) if b else v, Quality(q))
                     for _, t, d, p, v, q, b in rows

@@ -149,11 +149,14 @@ def test_limit_drops_oldest_counts_and_reports_loss(db: Path) -> None:
         assert s.depth == 100 and s.dropped_total == 50 and s.loss_pending == 50
         assert s.appended_total == 150
         b = ob.form_batch(seal, now_ms=0, max_readings=1000)
-    assert b is not None and b.dropped == 50
-    draft = seal.drafts[0]
+        assert b is not None and b.dropped == 50 and b.readings == 0
+        b2 = ob.form_batch(seal, now_ms=0, max_readings=1000)
+        assert b2 is not None and b2.seq == b.seq + 1 and b2.dropped == 0
+    loss, batch = seal.drafts
+    assert loss.loss == DataLoss(50, 1_000_000, 1_000_049) and not loss.readings
     # The oldest 50 went; the newest 100 are kept, in order.
-    assert [r.value for r in draft.readings] == [float(i) for i in range(50, 150)]
-    assert draft.loss == DataLoss(50, 1_000_000, 1_000_049)
+    assert batch.loss is None
+    assert [r.value for r in batch.readings] == [float(i) for i in range(50, 150)]
     with Outbox(db, limits=lim) as ob:
         assert ob.stats().loss_pending == 0  # reported exactly once, in that batch
         assert ob.stats().dropped_total == 50
@@ -182,15 +185,17 @@ def test_dropping_a_batch_carries_its_loss_report_forward(db: Path) -> None:
     lim = OutboxLimits(max_readings=10, max_bytes=None, max_age_s=None)
     with Outbox(db, limits=lim) as ob:
         ob.append(readings(0, 15))  # 5 dropped
+        report = ob.form_batch(seal, now_ms=0, max_readings=10)
+        assert report is not None and report.dropped == 5
         first = ob.form_batch(seal, now_ms=0, max_readings=10)
-        assert first is not None and first.dropped == 5
-        ob.append(readings(15, 1))  # the oldest readings are in the batch: it goes, whole
+        assert first is not None and first.readings == 10
+        ob.append(readings(15, 1))  # the oldest readings are in batches: both go, whole
         s = ob.stats()
         assert s.dropped_total == 15 and s.loss_pending == 15
         assert ob.batches() == [] and s.pending_readings == 1
         second = ob.form_batch(seal, now_ms=0, max_readings=10)
-    assert second is not None and second.dropped == 15 and second.readings == 1
-    assert seal.drafts[1].loss == DataLoss(15, 1_000_000, 1_000_014)
+    assert second is not None and second.dropped == 15 and second.readings == 0
+    assert seal.drafts[2].loss == DataLoss(15, 1_000_000, 1_000_014)
 
 
 def test_byte_bound_drops_oldest(db: Path) -> None:
