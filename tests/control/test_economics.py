@@ -71,7 +71,14 @@ def test_worth_cycling_table(
 
 @pytest.mark.parametrize(
     ("temp", "halving", "expected"),
-    [(20, 9.0, 300), (15, 9.0, 300), (29, 9.0, 150), (38, 9.0, 75), (40, None, 300), (30, 10.0, 150)],
+    [
+        (20, 9.0, 300),
+        (15, 9.0, 300),
+        (29, 9.0, 150),
+        (38, 9.0, 75),
+        (40, None, 300),
+        (30, 10.0, 150),
+    ],
 )
 def test_temperature_derating(temp: float, halving: float | None, expected: float) -> None:
     assert derated_cycle_life(300, temp, halving) == pytest.approx(expected)

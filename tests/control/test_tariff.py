@@ -59,7 +59,9 @@ def test_shipped_tariffs_load_without_warnings() -> None:
         ("2024-04-10T02:00:00", Period.VALLEY, 0.31),
     ],
 )
-def test_shanghai_period_and_price(shanghai: Tariff, local: str, period: Period, price: float) -> None:
+def test_shanghai_period_and_price(
+    shanghai: Tariff, local: str, period: Period, price: float
+) -> None:
     assert shanghai.period_at(at(local)) is period
     assert shanghai.price_at(at(local)) == pytest.approx(price)
 
