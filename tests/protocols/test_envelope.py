@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,9 @@ from protocols.errors import (
     WrongTagError,
 )
 from protocols.keys import kid
+from protocols.messages import TelemetryBatch, encode
+from protocols.topics import DEFAULT_TOPICS
+from protocols.types import Quality, Reading
 
 REPO = Path(__file__).resolve().parents[2]
 VECTOR = REPO.parent / "shared" / "vectors" / "cose" / "eddsa-sig-01.json"
@@ -243,3 +247,21 @@ def test_sign1_shaped_garbage_raises_only_envelope_errors(
         return
     with pytest.raises(EnvelopeError):
         unseal(data, TOPIC, KEYRING)
+
+
+def test_protocol_doc_example_is_what_the_code_produces() -> None:
+    """docs/protocol.md shows a real signed message; regenerate it and find it there."""
+    seed = hashlib.sha256(b"sitewatt throwaway test key").digest()
+    signer = Signer(Ed25519PrivateKey.from_private_bytes(seed))
+    t = 1767225600000
+    readings = (
+        Reading(t, "rect1", "dc_voltage", 53.5),
+        Reading(t, "rect1", "load_current", 41.25),
+        Reading(t, "batt1", "soc", 87),
+        Reading(t + 40, "ac1", "room_temp", None, Quality.COMM_ERROR),
+    )
+    batch = TelemetryBatch("site-001", "7f3a9c", 1042, t + 1200, readings, False)
+    data = signer.seal_bytes(encode(batch), DEFAULT_TOPICS.telemetry("site-001"))
+    doc = (REPO / "docs" / "protocol.md").read_text()
+    assert data.hex() in "".join(doc.split()), "regenerate the example in docs/protocol.md"
+    assert signer.kid.hex() in doc
