@@ -176,8 +176,11 @@ class PointCodec:
 
     # -- encoding ---------------------------------------------------------------------------
 
-    def encode(self, value: Value | Mapping[str, bool] | Missing) -> list[int]:
-        """Engineering value -> register words; CodecError if out of range or unrepresentable."""
+    def encode(
+        self, value: Value | Mapping[str, bool] | Missing, *, check_range: bool = True
+    ) -> list[int]:
+        """Engineering value -> register words; CodecError if unrepresentable, or outside the
+        profile's valid range unless `check_range` is off (a device may hold such a value)."""
         p = self.point
         if self.kind is PointType.BOOL:
             raise CodecError(f"{p.name}: a bool point is a bit, use encode_bit")
@@ -192,7 +195,9 @@ class PointCodec:
         number = float(value)
         if not math.isfinite(number):
             raise CodecError(f"{p.name}: {value!r} is not a finite number")
-        if (p.min is not None and number < p.min) or (p.max is not None and number > p.max):
+        if check_range and (
+            (p.min is not None and number < p.min) or (p.max is not None and number > p.max)
+        ):
             raise CodecError(f"{p.name}: {value!r} outside the valid range [{p.min}, {p.max}]")
         if self._identity and isinstance(value, int):
             raw: float = value
@@ -343,7 +348,9 @@ def encode_image(
 ) -> Image:
     """Encode {point: value} into per-table address -> word/bit maps (what a server holds).
 
-    Points not named are left out; unknown names and unencodable values raise CodecError.
+    Points not named are left out. Values outside the profile's valid range are encoded (a
+    device can hold them; readers flag them OUT_OF_RANGE); unknown names and values the
+    registers cannot represent raise CodecError.
     """
     image: Image = {t: {} for t in Table}
     for name, value in values.items():
@@ -356,7 +363,7 @@ def encode_image(
                 raise CodecError(f"{name}: {value!r} is not a bool")
             image[point.table][point.address] = codec.encode_bit(value)
             continue
-        for i, word in enumerate(codec.encode(value)):
+        for i, word in enumerate(codec.encode(value, check_range=False)):
             image[point.table][point.address + i] = word
     return image
 

@@ -156,7 +156,7 @@ class Profile(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     device: DeviceInfo
-    points: tuple[PointDef, ...] = Field(min_length=1)
+    points: tuple[PointDef, ...]
     source: str = "<memory>"
 
     @cached_property
@@ -255,13 +255,19 @@ def profile_from_dict(data: Mapping[str, Any], *, source: str = "<memory>") -> P
     return profile
 
 
-_Problem = tuple[str | None, str | None, str]  # point name (None: the device), field, problem
+_PROFILE = "\x00profile"  # problems with the file's top level, not a point nor [device]
+_Problem = tuple[str | None, str | None, str]  # point name (None: [device]), field, problem
 
 
 def _format(source: str, problems: list[_Problem]) -> str:
     lines = []
     for point, field, problem in problems:
-        where = "[device]" if point is None else f"point {point!r}"
+        if point is None:
+            where = "[device]"
+        elif point == _PROFILE:
+            where = "profile"
+        else:
+            where = f"point {point!r}"
         if field:
             where += f" field {field!r}"
         lines.append(f"{source}: {where}: {problem}")
@@ -280,11 +286,13 @@ def _from_pydantic(data: Mapping[str, Any], err: Mapping[str, Any]) -> _Problem:
         return point, field, msg
     if loc and loc[0] == "device":
         return None, ".".join(str(x) for x in loc[1:]) or None, msg
-    return None, ".".join(str(x) for x in loc) or None, msg
+    return _PROFILE, ".".join(str(x) for x in loc) or None, msg
 
 
 def _cross_checks(profile: Profile) -> Iterator[_Problem]:
     dev = profile.device
+    if not profile.points:
+        yield _PROFILE, "points", "a profile needs at least one [[points]] entry"
     seen: dict[str, PointDef] = {}
     for p in profile.points:
         if p.name in seen:

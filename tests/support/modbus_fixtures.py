@@ -66,8 +66,11 @@ def build_device(
         cells.update(image[table])
         kind = DataType.BITS if table.is_bits else DataType.REGISTERS
         data = [SimData(a, values=v, datatype=kind) for a, v in _runs(cells)]
-        # pymodbus needs one entry per table; an invalid register answers with an exception.
-        blocks.append(data or [SimData(0, datatype=DataType.INVALID)])
+        if not data:
+            # pymodbus needs an entry per table: park one out of the way (bits cannot be invalid).
+            far = SimData(0xFFF0, values=False, datatype=DataType.BITS)
+            data = [far] if table.is_bits else [SimData(0, datatype=DataType.INVALID)]
+        blocks.append(data)
     coils, discretes, holding, inputs = blocks
     return SimDevice(device_id, simdata=(coils, discretes, holding, inputs)), image
 
@@ -126,12 +129,14 @@ class ModbusTestServer:
         server = ModbusTcpServer(self._devices, address=(self.host, 0))
         self._server = server
         await server.serve_forever(background=True)
-        self.port = server.transport.sockets[0].getsockname()[1]
+        listener = server.transport
+        assert isinstance(listener, asyncio.Server)
+        self.port = listener.sockets[0].getsockname()[1]
         self._ready.set()
         try:
             await self._stop.wait()
         finally:
-            await server.shutdown()
+            await server.shutdown()  # type: ignore[no-untyped-call]
 
 
 class ProfileServer(ModbusTestServer):
@@ -151,7 +156,7 @@ class ProfileServer(ModbusTestServer):
         image = encode_image(self.profile, values)
         for table, cells in image.items():
             for addr, value in cells.items():
-                self.write(table, addr, [value], device_id=self.device_id)  # type: ignore[list-item]
+                self.write(table, addr, [value], device_id=self.device_id)
 
 
 ServerFactory = Callable[..., ProfileServer]
