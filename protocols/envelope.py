@@ -188,8 +188,12 @@ class Signer:
         return self.seal_bytes(cbor2.dumps(payload), topic)
 
 
-def seal(payload: Mapping[str, Any], signer: Signer, topic: str) -> bytes:
-    """Sign the CBOR map `payload` for publication on `topic` (see `Signer.seal`)."""
+def seal(payload: Mapping[str, Any], key: Signer | Ed25519PrivateKey, topic: str) -> bytes:
+    """Sign the CBOR map `payload` for publication on `topic` (see `Signer.seal`).
+
+    Pass a `Signer` on hot paths: a bare private key has its kid recomputed on every call.
+    """
+    signer = key if isinstance(key, Signer) else Signer(key)
     return signer.seal(payload, topic)
 
 

@@ -265,3 +265,7 @@ def test_protocol_doc_example_is_what_the_code_produces() -> None:
     doc = (REPO / "docs" / "protocol.md").read_text()
     assert data.hex() in "".join(doc.split()), "regenerate the example in docs/protocol.md"
     assert signer.kid.hex() in doc
+
+
+def test_seal_accepts_a_bare_private_key() -> None:
+    assert seal({"type": "x"}, KEY, TOPIC) == seal({"type": "x"}, SIGNER, TOPIC)
