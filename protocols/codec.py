@@ -118,6 +118,8 @@ class PointCodec:
         self._raw_fmt = struct.Struct(endian + _RAW_CODES[point.width])
         # Encoding produces the ABCD byte string, then reorders words/bytes (see _to_words).
         self._value_fmt = struct.Struct(">" + code)
+        if point.scale == 0 or not math.isfinite(point.scale) or not math.isfinite(point.offset):
+            raise CodecError(f"{point.name}: scale must be nonzero and finite, offset finite")
         self._is_float = point.type is PointType.F32
         self._scale = point.scale
         self._off = point.offset

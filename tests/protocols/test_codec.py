@@ -245,3 +245,27 @@ def test_encode_image_places_words_and_bits_per_table() -> None:
         encode_image(profile, {"x": 1})
     with pytest.raises(CodecError, match="not a bool"):
         encode_image(profile, {"c": MISSING})
+
+
+def test_a_point_that_bypassed_profile_checks_cannot_divide_by_zero() -> None:
+    with pytest.raises(CodecError, match="scale must be nonzero"):
+        PointCodec(pt("u16", scale=0))
+
+
+_BLOCK = [
+    pt("u16", scale=0.01, min=0, max=10).model_copy(update={"name": "a", "address": 0}),
+    pt("f32", word_order="BADC", sentinel=0xFFFFFFFF).model_copy(update={"address": 1}),
+    pt("s32", word_order="DCBA", scale=0.1).model_copy(update={"name": "c", "address": 3}),
+]
+
+
+@given(st.lists(st.integers(-(2**20), 2**20), min_size=0, max_size=8))
+def test_block_decoding_arbitrary_words_raises_only_codec_errors(words: list[int]) -> None:
+    decoder = BlockDecoder(Table.HOLDING, 0, 5, _BLOCK)
+    try:
+        out = decoder.decode(words)
+    except CodecError:
+        assert len(words) < 5 or any(not 0 <= w <= 0xFFFF for w in words[:5])
+        return
+    assert [name for name, _, _ in out] == ["a", "p", "c"]
+    assert all(isinstance(q, Quality) for _, _, q in out)
