@@ -7,8 +7,11 @@ inside configured bounds (such as 00:00–06:00 or the trials' 21:00–09:00).
 
 Entering needs all of: inside the window; mains present; room temperature below the wake limit
 less a margin; capacity-channel load below `load_threshold_w` for `entry_dwell_s`; at least
-`min_state_s` since the last switch; fewer than `max_switches_per_hour` switches in the last
-hour. Waking is immediate, whatever the dwell or the switch count, on: mains failure, room
+`min_state_s` since the last switch; room in the last hour for this entry and its wake
+(switches + 2 ≤ `max_switches_per_hour`), so that even with wakes that are never refused no
+hour ever holds more switches than the limit.
+
+Waking is immediate, whatever the dwell or the switch count, on: mains failure, room
 temperature at the limit, a load rise on the coverage (anchor) channels, or the window's end.
 
 Only channels whose role is the capacity layer and that are not marked critical may be opened;
@@ -152,7 +155,7 @@ class DormantPolicy(BaseModel):
     load_threshold_w: float = Field(300.0, ge=0)
     entry_dwell_s: float = Field(900.0, ge=0)
     min_state_s: float = Field(1800.0, ge=0)
-    max_switches_per_hour: int = Field(2, ge=1)
+    max_switches_per_hour: int = Field(2, ge=2)
     rectifier_eco: bool = True
     ac_offset_c: float = Field(2.0, ge=0)
     ac_offset_max_c: float = Field(4.0, ge=0, le=10)
@@ -309,8 +312,9 @@ def plan_dormant(
             "min_state",
             f"last switch {now - state.last_switch:.0f} s ago, minimum {policy.min_state_s:g} s",
         )
+    # A wake is never refused, so an entry must leave room for its own wake in the hour.
     recent = [t for t in state.switches if now - t < 3600]
-    if len(recent) >= policy.max_switches_per_hour:
+    if len(recent) + 2 > policy.max_switches_per_hour:
         return _awake(
             "switch_limit",
             f"{len(recent)} switches in the last hour (limit {policy.max_switches_per_hour})",
