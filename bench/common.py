@@ -1,0 +1,334 @@
+"""Shared helpers for the benchmarks: runs, medians, tables, the JSON line, process sampling.
+
+Every bench script follows one shape: parse `--quick`/`--runs`, measure a few figures several
+times, print a rich table (figure, median, target, pass/miss) and end with exactly one line of
+JSON, `{"bench": name, ...figures}`, that `make bench`, docs/benchmarks.md and the smoke test read.
+
+`python -m bench.common` prints the machine description used in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from protocols.profiles import Profile, load_profile
+from protocols.profiles import Table as RegTable
+from protocols.types import Quality, Reading, Value
+from simulators.broker import Broker, mosquitto_available
+
+REPO = Path(__file__).resolve().parent.parent
+console = Console(stderr=False, highlight=False, width=110)
+
+# The full site of DESIGN.md's targets: one device of each kind, ~150 points with gateway health.
+SITE_PROFILES: tuple[tuple[str, str], ...] = (
+    ("rectifier", "rectifier_ampere_apc4812"),
+    ("battery", "battery_lianfa_lf48100"),
+    ("aircon", "aircon_coolgate_gw1m"),
+    ("breaker", "breaker_breakwell_sb8"),
+    ("meter", "meter_gridline_gm1"),
+)
+
+PACKAGES = ("cbor2", "cryptography", "paho-mqtt", "pymodbus", "psutil", "rich", "pydantic")
+
+
+# -- arguments -------------------------------------------------------------------------------
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """An argument parser with the options every bench takes: `--quick` and `--runs`."""
+    first = (doc or "").strip().splitlines()
+    ap = argparse.ArgumentParser(description=first[0] if first else None)
+    ap.add_argument("--quick", action="store_true", help="a fast smoke run (small sizes, 1 run)")
+    ap.add_argument("--runs", type=int, default=None, help="repetitions; the median is reported")
+    return ap
+
+
+def runs_of(args: argparse.Namespace, default: int = 5) -> int:
+    """How many repetitions: `--runs`, else 1 with `--quick`, else `default`."""
+    if args.runs is not None:
+        return max(1, int(args.runs))
+    return 1 if args.quick else default
+
+
+# -- measuring -------------------------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The `q`-th percentile (0..100), nearest-rank: a value that was actually observed."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return float(ordered[rank - 1])
+
+
+def rate(count: float, fn: Callable[[], Any]) -> float:
+    """`count / seconds` for one call of `fn` (count: operations it performs)."""
+    t0 = time.perf_counter()
+    fn()
+    return count / (time.perf_counter() - t0)
+
+
+def rate_for(fn: Callable[[], Any], *, seconds: float, batch: int = 1) -> float:
+    """Calls per second of `fn` (each doing `batch` operations) over about `seconds`."""
+    n = 0
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    while True:
+        fn()
+        n += batch
+        now = time.perf_counter()
+        if now >= deadline:
+            return n / (now - t0)
+
+
+def median_rate(fn: Callable[[], Any], *, seconds: float, runs: int, batch: int = 1) -> float:
+    """The median over `runs` of `rate_for`."""
+    return median([rate_for(fn, seconds=seconds, batch=batch) for _ in range(runs)])
+
+
+@dataclass
+class ProcStats:
+    """CPU and memory of one process over a sampling window."""
+
+    cpu_s: float  # user + system CPU seconds used in the window
+    wall_s: float
+    rss_max: int  # bytes
+    rss_median: int
+    rss_last: int
+
+    @property
+    def cpu_pct(self) -> float:
+        """CPU as % of one core over the window."""
+        return 100.0 * self.cpu_s / self.wall_s if self.wall_s > 0 else 0.0
+
+
+@dataclass
+class ProcSampler:
+    """Samples a process's RSS on a background thread; CPU from cpu_times at start/stop.
+
+    For the current process (pid None) the sampling thread's own cost is tiny (one /proc read
+    per `interval`), and excluded from nothing: it is part of what is measured, and reported.
+    """
+
+    pid: int | None = None
+    interval: float = 0.5
+    _proc: psutil.Process = field(init=False)
+    _rss: list[int] = field(default_factory=list, init=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
+    _t0: float = 0.0
+    _cpu0: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._proc = psutil.Process(self.pid or os.getpid())
+
+    def _cpu(self) -> float:
+        t = self._proc.cpu_times()
+        return float(t.user + t.system)
+
+    def start(self) -> ProcSampler:
+        self._rss.clear()
+        self._stop.clear()
+        self._t0 = time.monotonic()
+        self._cpu0 = self._cpu()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="proc-sampler")
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(psutil.Error):
+                self._rss.append(int(self._proc.memory_info().rss))
+            self._stop.wait(self.interval)
+
+    def stop(self) -> ProcStats:
+        cpu = self._cpu()
+        wall = time.monotonic() - self._t0
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        rss = self._rss or [int(self._proc.memory_info().rss)]
+        return ProcStats(cpu - self._cpu0, wall, max(rss), int(median(rss)), rss[-1])
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds a process has used so far."""
+    t = psutil.Process(pid or os.getpid()).cpu_times()
+    return float(t.user + t.system)
+
+
+# -- brokers ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def mosquitto(extra_config: str = "") -> Iterator[Broker]:
+    """A private mosquitto on a free loopback port (simulators.broker), stopped afterwards."""
+    if not mosquitto_available():
+        raise SystemExit("mosquitto is not installed (apt-get install mosquitto)")
+    broker = Broker(kind="mosquitto", extra_config=extra_config)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+# -- realistic readings ----------------------------------------------------------------------
+
+
+def _sample_value(point: Any, i: int) -> Value:
+    if point.table in (RegTable.COIL, RegTable.DISCRETE) or point.bits:
+        return bool(i % 2) if point.table.is_bits else (i * 7) % 16
+    lo = point.min if point.min is not None else 0.0
+    hi = point.max if point.max is not None else lo + 100.0
+    frac = ((i * 37) % 101) / 100.0
+    v = lo + (hi - lo) * frac
+    step = point.scale or 1.0
+    if step >= 1 and float(step).is_integer():
+        return int(round(v / step) * step)
+    return round(round(v / step) * step, 6)
+
+
+def site_profiles() -> list[tuple[str, Profile]]:
+    """(device id, profile) for the full benchmark site."""
+    return [(dev, load_profile(name)) for dev, name in SITE_PROFILES]
+
+
+def site_points() -> list[tuple[str, Any]]:
+    """(device id, PointDef) for every point of the full site (~130 points, plus gateway)."""
+    return [(dev, p) for dev, prof in site_profiles() for p in prof.points]
+
+
+def site_readings(n: int, *, t0: int = 1_750_000_000_000, period_ms: int = 5000) -> list[Reading]:
+    """`n` readings as one site produces them: every point of the site per poll, in poll order,
+    values within each point's valid range at its resolution (so CBOR sizes are realistic)."""
+    pts = site_points()
+    out: list[Reading] = []
+    i = 0
+    while len(out) < n:
+        cycle, k = divmod(i, len(pts))
+        dev, p = pts[k]
+        out.append(Reading(t0 + cycle * period_ms + k, dev, p.name, _sample_value(p, i)))
+        i += 1
+    return out
+
+
+GOOD = Quality.GOOD
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a bench table: a figure, its unit, and the target it is held to (if any)."""
+
+    figure: str
+    value: float | int | str
+    unit: str = ""
+    target: str = ""
+    ok: bool | None = None
+
+
+def fmt(value: float | int | str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and value > 99):
+        return f"{int(value):,}"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:,.1f}"
+    return f"{value:,.3g}"
+
+
+def show(title: str, rows: Sequence[Row], *, note: str = "") -> None:
+    """Print the bench's table with rich."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("figure")
+    table.add_column("median", justify="right")
+    table.add_column("unit")
+    table.add_column("target")
+    table.add_column("")
+    for r in rows:
+        mark = "" if r.ok is None else ("[green]pass[/]" if r.ok else "[red]MISS[/]")
+        table.add_row(r.figure, fmt(r.value), r.unit, r.target, mark)
+    console.print(table)
+    if note:
+        console.print(note)
+
+
+def _round(v: Any) -> Any:
+    if isinstance(v, float):
+        return round(v, 4) if abs(v) < 100 else round(v, 1)
+    if isinstance(v, dict):
+        return {k: _round(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_round(x) for x in v]
+    return v
+
+
+def emit(bench: str, figures: dict[str, Any]) -> None:
+    """The last line a bench prints: `{"bench": name, ...figures}` as one JSON line."""
+    print(json.dumps({"bench": bench, **_round(figures)}, sort_keys=False), flush=True)
+
+
+# -- the machine -----------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    model = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for pkg in PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[pkg] = metadata.version(pkg)
+    mosq = ""
+    with contextlib.suppress(OSError, ValueError):
+        import subprocess
+
+        out = subprocess.run(
+            ["/usr/sbin/mosquitto", "-h"], capture_output=True, text=True, timeout=5
+        ).stdout
+        mosq = out.splitlines()[0].split("version", 1)[1].strip()
+    import sqlite3
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "mem_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "mosquitto": mosq,
+        "packages": versions,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(machine(), indent=2))
