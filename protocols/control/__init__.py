@@ -4,11 +4,11 @@ Modules: `tariff` (time-of-use periods and prices), `reserve` (backup reserve SO
 `economics` (is a cycle worth its wear), `peak` (peak-shaving planner), `dormant` (dormant
 planner and windows), `eco` (rectifier ECO rules), `fleet` (demand-response allocation and
 staggered recharge), `report` and `emissions` (energy, cost and CO2 arithmetic), `policy`
-(policy files), `actions` (wire action names). No I/O beyond reading TOML; no clock reads:
-every function takes the time (Unix seconds) it decides for. See docs/control.md.
+(policy files). Decisions map to protocols.messages params (`Decision.params()`).
+No I/O beyond reading TOML; no clock reads: every function takes the time (Unix seconds) it
+decides for. See docs/control.md.
 """
 
-from protocols.control.actions import Action, Command
 from protocols.control.dormant import (
     Channel,
     ChannelRole,
@@ -68,14 +68,12 @@ from protocols.control.tariff import (
 
 __all__ = [
     "DEFAULT_FACTOR",
-    "Action",
     "Allocation",
     "Battery",
     "BatteryMode",
     "Channel",
     "ChannelRole",
     "Chemistry",
-    "Command",
     "ControlConfigError",
     "ControlError",
     "ControlPolicy",

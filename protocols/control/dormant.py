@@ -30,9 +30,9 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocols.clock import DEFAULT_TZ, local_hour, local_time, zone
-from protocols.control.actions import Action, Command
 from protocols.control.errors import ControlError
 from protocols.control.tariff import parse_hhmm, parse_range
+from protocols.messages import Dormant, Wake
 
 
 class ChannelRole(StrEnum):
@@ -49,9 +49,13 @@ class ChannelRole(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Channel:
-    name: str
+    """A smart-breaker channel: its number on the wire (1..64), what it feeds, and whether the
+    site's config marks it critical (a critical channel is never opened, whatever its role)."""
+
+    number: int
     role: ChannelRole
     critical: bool = False
+    name: str = ""
 
 
 def may_open(channel: Channel) -> bool:
@@ -59,8 +63,12 @@ def may_open(channel: Channel) -> bool:
     return channel.role is ChannelRole.CAPACITY and not channel.critical
 
 
-def cuttable_channels(channels: Iterable[Channel]) -> tuple[str, ...]:
-    return tuple(c.name for c in channels if may_open(c))
+def cuttable_channels(channels: Iterable[Channel]) -> tuple[int, ...]:
+    """The channel numbers dormancy may open, ascending, each once. A number that any entry
+    marks critical or gives another role is never among them (conflicting config fails safe)."""
+    listed = list(channels)
+    forbidden = {c.number for c in listed if not may_open(c)}
+    return tuple(sorted({c.number for c in listed if may_open(c)} - forbidden))
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,23 +232,21 @@ class DormantDecision:
     mode: DormantMode
     code: str
     reason: str
-    channels: tuple[str, ...] = ()
+    channels: tuple[int, ...] = ()
     rectifier_eco: bool = False
     ac_offset_c: float = 0.0
     until: float | None = None  # Unix seconds
 
-    def command(self) -> Command:
+    def params(self) -> Dormant | Wake:
+        """The wire command's params (protocols.messages); `until` goes out in ms."""
         if self.mode is DormantMode.DORMANT:
-            return Command(
-                Action.SITE_DORMANT,
-                {
-                    "channels": list(self.channels),
-                    "rectifier_eco": self.rectifier_eco,
-                    "ac_offset_c": self.ac_offset_c,
-                    "until": int((self.until or 0) * 1000),
-                },
+            return Dormant(
+                channels=self.channels,
+                rectifier_eco=self.rectifier_eco,
+                ac_offset_c=self.ac_offset_c,
+                until=None if self.until is None else int(self.until * 1000),
             )
-        return Command(Action.SITE_WAKE, {})
+        return Wake()
 
 
 def _awake(code: str, reason: str) -> DormantDecision:

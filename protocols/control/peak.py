@@ -32,7 +32,6 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from protocols.control.actions import Action, Command
 from protocols.control.economics import Battery, Verdict, worth_cycling
 from protocols.control.reserve import (
     DEFAULT_BACKUP_HOURS,
@@ -41,6 +40,7 @@ from protocols.control.reserve import (
     reserve_soc,
 )
 from protocols.control.tariff import PEAK_PERIODS, Period, Tariff
+from protocols.messages import BatteryAuto, Charge, PeakShave
 
 
 class BatteryMode(StrEnum):
@@ -127,18 +127,14 @@ class Decision:
     target_soc: float | None = None
     verdict: Verdict | None = None
 
-    def command(self) -> Command:
-        """The wire action for this decision."""
+    def params(self) -> PeakShave | Charge | BatteryAuto:
+        """The wire command's params (protocols.messages), whose ACTION names the action."""
         if self.mode is BatteryMode.PEAK_SHAVE:
-            return Command(
-                Action.BATTERY_PEAK_SHAVE, {"discharge_limit_w": round(self.discharge_limit_w)}
-            )
+            return PeakShave(discharge_limit_w=self.discharge_limit_w)
         if self.mode is BatteryMode.CHARGE:
-            return Command(
-                Action.BATTERY_CHARGE,
-                {"charge_limit_w": round(self.charge_limit_w), "target_soc": self.target_soc},
-            )
-        return Command(Action.BATTERY_AUTO, {})
+            assert self.target_soc is not None
+            return Charge(charge_limit_w=self.charge_limit_w, target_soc=self.target_soc)
+        return BatteryAuto()
 
 
 def site_reserve_soc(state: SiteState, policy: PeakPolicy) -> float:
@@ -224,7 +220,7 @@ def plan_site(
         short = policy.recovery_soc - (
             0.0 if state.mode is BatteryMode.CHARGE else policy.charge_hysteresis_pct
         )
-        if soc < short:
+        if soc < short and charge_limit_w(state, policy) > 0:
             return charge(
                 "unstable",
                 f"{why}: recharge to {policy.recovery_soc:g} %",
@@ -284,6 +280,8 @@ def plan_site(
         if not needs:
             return auto("charged", f"valley: SOC {soc:.1f} % is at target {target:g} %", verdict)
         limit = charge_limit_w(state, policy)
+        if limit <= 0:
+            return auto("no_charge", "valley: the battery accepts no charge now", verdict)
         if directive is not None:
             if directive.charge_not_before is not None and now < directive.charge_not_before:
                 wait = directive.charge_not_before - now
@@ -292,7 +290,7 @@ def plan_site(
                     f"valley: recharge held {wait:.0f} s by the fleet stagger",
                     verdict,
                 )
-            if directive.charge_limit_w is not None:
+            if directive.charge_limit_w is not None and directive.charge_limit_w > 0:
                 limit = min(limit, directive.charge_limit_w)
         return charge(
             "recharge",

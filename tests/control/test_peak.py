@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocols.clock import parse_time
-from protocols.control.actions import Action
 from protocols.control.economics import Battery, Chemistry
 from protocols.control.peak import (
     BatteryMode,
@@ -26,6 +25,7 @@ from protocols.control.peak import (
     plan_site,
 )
 from protocols.control.tariff import Tariff, load_tariff
+from protocols.messages import Action
 
 TARIFF = load_tariff(
     Path(__file__).resolve().parents[2] / "config" / "tariffs" / "shanghai-two-part.toml"
@@ -84,6 +84,16 @@ CASES: list[
     ),
     ("huge load: reserve is 100 %", {"load_w": 8000}, {}, PEAK, None, "auto", "at_reserve", 0),
     ("zero load", {"load_w": 0}, {}, PEAK, None, "auto", "no_load", 0),
+    (
+        "battery full of BMS limits",
+        {"soc_pct": 50, "max_charge_w": 0},
+        {},
+        VALLEY,
+        None,
+        "auto",
+        "no_charge",
+        0,
+    ),
     ("valley recharge", {"soc_pct": 50}, {}, VALLEY, None, "charge", "recharge", 5000),
     (
         "C-rate binds",
@@ -275,7 +285,7 @@ def test_charge_target_and_unstable_target() -> None:
         (
             Decision(BatteryMode.PEAK_SHAVE, "shave", "", 40, discharge_limit_w=1999.6),
             Action.BATTERY_PEAK_SHAVE,
-            {"discharge_limit_w": 2000},
+            {"discharge_limit_w": 1999.6},
         ),
         (
             Decision(BatteryMode.CHARGE, "recharge", "", 40, charge_limit_w=5000, target_soc=95),
@@ -288,10 +298,9 @@ def test_charge_target_and_unstable_target() -> None:
 def test_decision_maps_to_wire_action(
     decision: Decision, action: Action, params: dict[str, Any]
 ) -> None:
-    cmd = decision.command()
-    assert cmd.action is action
-    assert cmd.action.value == action.value
-    assert cmd.params == params
+    p = decision.params()
+    assert p.ACTION is action
+    assert p.to_map() == params
 
 
 @pytest.mark.parametrize(
