@@ -1,0 +1,1058 @@
+"""The SQLite storage backend: the only module on the aggregator side that talks to SQLite.
+
+One connection per thread (SQLite connections must not be shared across threads mid-statement);
+WAL so the API reads while ingest writes; synchronous=NORMAL (a commit survives a crash of the
+process — which is what the ingest contract needs — and loses at most the last commits on a power
+cut); every write in a `BEGIN IMMEDIATE` transaction so writers queue on the busy timeout instead
+of failing half-way. The ingest hot path (`store_batches`) touches each reading once in Python and
+issues one `executemany` per table per group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, overload
+
+from aggregator.errors import (
+    SchemaError,
+    SiteExistsError,
+    SiteKeyError,
+    StorageError,
+    UnknownSiteError,
+)
+from aggregator.storage.rollup import (
+    BUCKET_MS,
+    ROLLED_QUALITIES,
+    Acc,
+    AccKey,
+    bucket_of,
+    coarsen,
+    merge,
+    merge_into,
+    merged,
+)
+from aggregator.storage.schema import LATEST_VERSION, MIGRATIONS
+from aggregator.storage.types import (
+    AlarmRecord,
+    CommandRecord,
+    CommandStatus,
+    LossRecord,
+    RollupRow,
+    SeriesKey,
+    SiteInfo,
+    SiteKey,
+    SiteState,
+    StoreResult,
+    TokenRecord,
+    VerifiedBatch,
+)
+from protocols.types import Quality, Reading, Value
+
+DAY_MS = 86_400_000
+BOOL_FLAG = 0x100  # set in `readings.quality` when the value was a bool
+_QUALITY_MASK = 0xFF
+_ROLLED = frozenset(int(q) for q in ROLLED_QUALITIES)
+_MAX_PARAMS = 900  # keep IN (...) lists well under SQLite's bound-parameter limit
+_QUALITIES = {int(q): q for q in Quality}
+
+_UPSERT_ROLLUP = """
+INSERT INTO rollups (series_id, bucket_ms, n, "min", "max", mean, "first", "last",
+                     first_ms, last_ms)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (series_id, bucket_ms) DO UPDATE SET
+    n = n + excluded.n,
+    "min" = min("min", excluded."min"),
+    "max" = max("max", excluded."max"),
+    mean = (mean * n + excluded.mean * excluded.n) / (n + excluded.n),
+    "first" = CASE WHEN excluded.first_ms < first_ms THEN excluded."first" ELSE "first" END,
+    first_ms = min(first_ms, excluded.first_ms),
+    "last" = CASE WHEN excluded.last_ms >= last_ms THEN excluded."last" ELSE "last" END,
+    last_ms = max(last_ms, excluded.last_ms)
+"""
+
+
+def _decode(value: float | None, quality: int) -> tuple[Value, Quality]:
+    q = _QUALITIES.get(quality & _QUALITY_MASK, Quality.BAD_VALUE)
+    if value is not None and quality & BOOL_FLAG:
+        return bool(value), q
+    return value, q
+
+
+def _chunks(items: Sequence[Any], size: int = _MAX_PARAMS) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class SqliteStorage:
+    """Aggregator storage in one SQLite file. Thread-safe: each thread gets its own connection."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        raw_retention_ms: int = 30 * DAY_MS,
+        rollup_retention_ms: int | None = None,
+        rollup_flush_s: float = 5.0,
+    ) -> None:
+        self.path = Path(path)
+        self.rollup_flush_s = rollup_flush_s
+        if str(path) == ":memory:":
+            raise StorageError("SqliteStorage needs a file (one connection per thread)")
+        self.raw_retention_ms = raw_retention_ms
+        self.rollup_retention_ms = rollup_retention_ms
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._closed = False
+        # (site, device, point) -> series id; only ids of committed rows enter it.
+        self._series: dict[str, dict[SeriesKey, int]] = {}
+        self._series_lock = threading.Lock()
+        # site -> (device, point) -> newest reading; a site enters on its first latest() call.
+        self._latest: dict[str, dict[SeriesKey, Reading]] = {}
+        self._latest_lock = threading.Lock()
+        # Rollup accumulators not yet written; `_epoch` tags the batches they come from.
+        self._pending: dict[AccKey, Acc] = {}
+        self._rollup_lock = threading.Lock()
+        self._epoch = 1
+        self._last_flush = time.monotonic()
+        self._repaired = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"{self.path.parent}: cannot create: {exc}") from exc
+        self._migrate()
+        self._load_series()
+        self._repair_rollups()
+
+    # ---- connections and transactions -------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StorageError("storage is closed")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False, timeout=30
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA cache_size=-65536")
+                conn.execute("PRAGMA temp_store=MEMORY")
+                conn.execute("PRAGMA busy_timeout=30000")
+            except sqlite3.Error as exc:
+                raise StorageError(f"{self.path}: cannot open database: {exc}") from exc
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: BEGIN IMMEDIATE … COMMIT, rolled back on any error."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot begin a write: {exc}") from exc
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"database write failed: {exc}") from exc
+            raise
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"database read failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Flush rollups and close every thread's connection (call once, when no other thread
+        uses the storage)."""
+        if self._closed:
+            return
+        if self._pending:
+            with contextlib.suppress(StorageError):
+                self.flush_rollups()
+        self._closed = True
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    # ---- schema ------------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        rows = self._read("SELECT max(version) FROM schema_version")
+        return int(rows[0][0] or 0)
+
+    def _migrate(self) -> None:
+        conn = self._conn()
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_ms INTEGER)"
+            )
+        except sqlite3.Error as exc:
+            raise SchemaError(f"{self.path}: not a usable SQLite database: {exc}") from exc
+        current = self.schema_version()
+        if current > LATEST_VERSION:
+            raise SchemaError(
+                f"{self.path}: schema version {current} is newer than this aggregator "
+                f"understands ({LATEST_VERSION}); upgrade sitewatt"
+            )
+        for migration in MIGRATIONS:
+            if migration.version <= current:
+                continue
+            try:
+                with self._write() as c:
+                    for statement in migration.statements:
+                        c.execute(statement)
+                    c.execute(
+                        "INSERT INTO schema_version VALUES "
+                        "(?, ?, CAST(unixepoch('subsec') * 1000 AS INTEGER))",
+                        (migration.version, migration.description),
+                    )
+            except StorageError as exc:
+                raise SchemaError(
+                    f"{self.path}: migration {migration.version} failed: {exc}"
+                ) from exc
+
+    def _load_series(self) -> None:
+        series: dict[str, dict[SeriesKey, int]] = {}
+        for sid, site, device, point in self._read("SELECT id, site, device, point FROM series"):
+            series.setdefault(site, {})[(device, point)] = sid
+        with self._series_lock:
+            self._series = series
+
+    # ---- meta --------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO meta VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # ---- ingest ------------------------------------------------------------------------------
+
+    def store_batches(self, batches: Sequence[VerifiedBatch]) -> StoreResult:
+        """Store verified batches in ONE transaction; a (site, seq) already held is a duplicate.
+
+        Returns once the transaction is committed: the caller may then acknowledge and receipt
+        every seq in `stored` and `duplicates`. Raises StorageError (nothing stored) otherwise.
+        """
+        if not batches:
+            return StoreResult()
+        by_site: dict[str, list[VerifiedBatch]] = {}
+        for b in batches:
+            by_site.setdefault(b.site, []).append(b)
+        stored: list[tuple[str, int]] = []
+        duplicates: list[tuple[str, int]] = []
+        fresh: list[VerifiedBatch] = []
+        new_series: dict[str, dict[SeriesKey, int]] = {}
+        accs: dict[AccKey, Acc] = {}
+        n_readings = 0
+        flush = time.monotonic() - self._last_flush >= self.rollup_flush_s
+        with self._write() as c:
+            for site, group in by_site.items():
+                seqs = sorted({b.seq for b in group})
+                held: set[int] = set()
+                for chunk in _chunks(seqs):
+                    marks = ",".join("?" * len(chunk))
+                    held.update(
+                        row[0]
+                        for row in c.execute(
+                            f"SELECT seq FROM batches WHERE site = ? AND seq IN ({marks})",
+                            (site, *chunk),
+                        )
+                    )
+                for b in group:
+                    if b.seq in held:
+                        duplicates.append((site, b.seq))
+                    else:
+                        held.add(b.seq)
+                        fresh.append(b)
+                        stored.append((site, b.seq))
+            if fresh:
+                rows, spans = self._reading_rows(c, fresh, new_series, accs)
+                c.executemany(
+                    "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (b.site, b.seq, b.boot, b.sent_ms, b.received_ms, len(b.readings),
+                         b.hist, t_min, t_max, self._epoch)
+                        for b, (t_min, t_max) in zip(fresh, spans, strict=True)
+                    ],
+                )  # fmt: skip
+                n_readings = c.executemany(
+                    "INSERT OR IGNORE INTO readings VALUES (?, ?, ?, ?)", rows
+                ).rowcount
+                losses = [
+                    (b.site, b.seq, loss.t_ms, loss.count, loss.oldest_ms, loss.newest_ms)
+                    for b in fresh
+                    for loss in b.losses
+                ]
+                if losses:
+                    c.executemany(
+                        "INSERT INTO losses (site, seq, t_ms, count, oldest_ms, newest_ms) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        losses,
+                    )
+            seen: dict[str, int] = {}
+            for b in batches:
+                seen[b.site] = max(seen.get(b.site, 0), b.received_ms)
+            c.executemany(
+                "INSERT INTO site_state (site, last_seen_ms) VALUES (?, ?) ON CONFLICT(site) DO "
+                "UPDATE SET last_seen_ms = max(coalesce(last_seen_ms, 0), excluded.last_seen_ms)",
+                list(seen.items()),
+            )
+            if flush:
+                with self._rollup_lock:
+                    to_write = merged(self._pending, accs)
+                self._write_rollups(c, to_write)
+        with self._rollup_lock:
+            if flush:
+                self._pending = {}
+                self._epoch += 1
+                self._last_flush = time.monotonic()
+            else:
+                merge_into(self._pending, accs)
+        if new_series:
+            with self._series_lock:
+                for site, ids in new_series.items():
+                    self._series.setdefault(site, {}).update(ids)
+        self._update_latest(fresh)
+        return StoreResult(stored, duplicates, n_readings)
+
+    def flush_rollups(self) -> None:
+        """Write the rollups accumulated in memory (done every `rollup_flush_s` by ingest, and
+        on close; a crash before it is repaired from the raw readings on the next open)."""
+        with self._write() as c:
+            with self._rollup_lock:
+                pending = dict(self._pending)
+            self._write_rollups(c, pending)
+        with self._rollup_lock:
+            for key in pending:
+                self._pending.pop(key, None)
+            self._epoch += 1
+            self._last_flush = time.monotonic()
+
+    def _write_rollups(self, c: sqlite3.Connection, accs: dict[AccKey, Acc]) -> None:
+        """Upsert `accs` and mark every batch of the current epoch as rolled up (in `c`'s
+        transaction)."""
+        c.executemany(
+            _UPSERT_ROLLUP,
+            [
+                (sid, bucket, a.n, a.min, a.max, a.total / a.n, a.first, a.last, a.first_ms,
+                 a.last_ms)
+                for (sid, bucket), a in accs.items()
+            ],
+        )  # fmt: skip
+        c.execute(
+            "INSERT INTO meta VALUES ('rollup_flushed_epoch', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (str(self._epoch),),
+        )
+
+    def _repair_rollups(self) -> None:
+        """Recompute, from raw readings, the buckets touched by batches whose rollups were
+        still in memory when the process ended (crash or kill)."""
+        flushed = int(self.get_meta("rollup_flushed_epoch") or 0)
+        rows = self._read(
+            "SELECT site, t_min, t_max, rollup_epoch FROM batches WHERE rollup_epoch > ? "
+            "AND t_min IS NOT NULL",
+            (flushed,),
+        )
+        last = max([flushed, *(int(r[3]) for r in rows)])
+        spans: dict[str, set[int]] = {}
+        for site, t_min, t_max, _ in rows:
+            buckets = spans.setdefault(site, set())
+            buckets.update(range(bucket_of(t_min), t_max + 1, BUCKET_MS))
+        with self._write() as c:
+            for site, buckets in spans.items():
+                sids = [r[0] for r in c.execute("SELECT id FROM series WHERE site = ?", (site,))]
+                for bucket in buckets:
+                    accs: dict[AccKey, Acc] = {}
+                    for chunk in _chunks(sids):
+                        marks = ",".join("?" * len(chunk))
+                        for sid, t, v, q in c.execute(
+                            "SELECT series_id, t_ms, value, quality FROM readings "
+                            f"WHERE series_id IN ({marks}) AND t_ms >= ? AND t_ms < ?",
+                            (*chunk, bucket, bucket + BUCKET_MS),
+                        ):
+                            if v is None or (q & _QUALITY_MASK) not in _ROLLED:
+                                continue
+                            acc = accs.get((sid, bucket))
+                            if acc is None:
+                                accs[(sid, bucket)] = Acc(t, v)
+                            else:
+                                acc.add(t, v)
+                        c.executemany(
+                            "DELETE FROM rollups WHERE series_id = ? AND bucket_ms = ?",
+                            [(sid, bucket) for sid in chunk],
+                        )
+                    self._write_rollups(c, accs)
+            self._epoch = last
+            c.execute(
+                "INSERT INTO meta VALUES ('rollup_flushed_epoch', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(last),),
+            )
+        self._epoch = last + 1
+        self._repaired = len(rows)
+
+    def _reading_rows(
+        self,
+        c: sqlite3.Connection,
+        fresh: Sequence[VerifiedBatch],
+        new_series: dict[str, dict[SeriesKey, int]],
+        accs: dict[AccKey, Acc],
+    ) -> tuple[list[tuple[int, int, float | None, int]], list[tuple[int | None, int | None]]]:
+        """Rows for `readings`, each batch's time span, and the rollup accumulators (`accs`,
+        updated in place): the one loop over every reading."""
+        rows: list[tuple[int, int, float | None, int]] = []
+        spans: list[tuple[int | None, int | None]] = []
+        rolled = _ROLLED
+        append = rows.append
+        for b in fresh:
+            site = b.site
+            known = self._series.get(site, {})
+            pending = new_series.setdefault(site, {})
+            t_min = t_max = None
+            for t, device, point, value, quality in b.readings:
+                if t_min is None or t < t_min:
+                    t_min = t
+                if t_max is None or t > t_max:
+                    t_max = t
+                key = (device, point)
+                sid = known.get(key)
+                if sid is None:
+                    sid = pending.get(key)
+                    if sid is None:
+                        sid = self._create_series(c, site, device, point)
+                        pending[key] = sid
+                q = int(quality)
+                if value is None:
+                    append((sid, t, None, q))
+                    continue
+                if value is True or value is False:
+                    q |= BOOL_FLAG
+                v = float(value)
+                append((sid, t, v, q))
+                if (q & _QUALITY_MASK) in rolled:
+                    akey = (sid, t - t % BUCKET_MS)
+                    acc = accs.get(akey)
+                    if acc is None:
+                        accs[akey] = Acc(t, v)
+                    else:
+                        acc.add(t, v)
+            spans.append((t_min, t_max))
+        return rows, spans
+
+    @staticmethod
+    def _create_series(c: sqlite3.Connection, site: str, device: str, point: str) -> int:
+        c.execute(
+            "INSERT OR IGNORE INTO series (site, device, point) VALUES (?, ?, ?)",
+            (site, device, point),
+        )
+        row = c.execute(
+            "SELECT id FROM series WHERE site = ? AND device = ? AND point = ?",
+            (site, device, point),
+        ).fetchone()
+        return int(row[0])
+
+    def _update_latest(self, fresh: Sequence[VerifiedBatch]) -> None:
+        """Fold committed readings into the cache of sites already loaded; newer time wins, so a
+        historical batch never overwrites a newer live value."""
+        with self._latest_lock:
+            for b in fresh:
+                cache = self._latest.get(b.site)
+                if cache is None:
+                    continue  # loaded from the database on first use, which then holds these
+                for r in b.readings:
+                    key = (r.device, r.point)
+                    cur = cache.get(key)
+                    if cur is None or r.t >= cur.t:
+                        cache[key] = r
+
+    def latest(self, site: str) -> dict[SeriesKey, Reading]:
+        """The newest reading of every point of `site` (a copy; from memory after first use)."""
+        with self._latest_lock:
+            cache = self._latest.get(site)
+            if cache is None:
+                cache = self._load_latest(site)
+                self._latest[site] = cache
+            return dict(cache)
+
+    def _load_latest(self, site: str) -> dict[SeriesKey, Reading]:
+        rows = self._read(
+            "SELECT s.device, s.point, r.t_ms, r.value, r.quality FROM series s "
+            "JOIN readings r ON r.series_id = s.id AND r.t_ms = "
+            "(SELECT max(t_ms) FROM readings WHERE series_id = s.id) WHERE s.site = ?",
+            (site,),
+        )
+        out: dict[SeriesKey, Reading] = {}
+        for device, point, t, value, quality in rows:
+            v, q = _decode(value, quality)
+            out[(device, point)] = Reading(t, device, point, v, q)
+        return out
+
+    def series(self, site: str) -> list[SeriesKey]:
+        """Every (device, point) of `site` that has ever reported, sorted."""
+        rows = self._read("SELECT device, point FROM series WHERE site = ? ORDER BY 1, 2", (site,))
+        return [(d, p) for d, p in rows]
+
+    def _series_id(self, site: str, device: str, point: str) -> int | None:
+        with self._series_lock:
+            sid = self._series.get(site, {}).get((device, point))
+        if sid is not None:
+            return sid
+        rows = self._read(
+            "SELECT id FROM series WHERE site = ? AND device = ? AND point = ?",
+            (site, device, point),
+        )
+        return int(rows[0][0]) if rows else None
+
+    @overload
+    def readings(
+        self,
+        site: str,
+        device: str,
+        point: str,
+        t0: int,
+        t1: int,
+        step_s: None = None,
+        limit: int = ...,
+        offset: int = ...,
+    ) -> list[Reading]: ...
+
+    @overload
+    def readings(
+        self,
+        site: str,
+        device: str,
+        point: str,
+        t0: int,
+        t1: int,
+        step_s: int,
+        limit: int = ...,
+        offset: int = ...,
+    ) -> list[RollupRow]: ...
+
+    def readings(
+        self,
+        site: str,
+        device: str,
+        point: str,
+        t0: int,
+        t1: int,
+        step_s: int | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> list[Reading] | list[RollupRow]:
+        """Readings of one point with t0 <= t < t1 (ms), oldest first.
+
+        `step_s=None` gives raw readings; a step (a multiple of 900 s) gives rollup rows of that
+        step from the 15-minute rollups, which outlive the raw retention.
+        """
+        if step_s is not None:
+            return self.rollups(site, device, point, t0, t1, step_s, limit=limit, offset=offset)
+        sid = self._series_id(site, device, point)
+        if sid is None:
+            return []
+        rows = self._read(
+            "SELECT t_ms, value, quality FROM readings WHERE series_id = ? AND t_ms >= ? "
+            "AND t_ms < ? ORDER BY t_ms LIMIT ? OFFSET ?",
+            (sid, t0, t1, limit, offset),
+        )
+        out: list[Reading] = []
+        for t, value, quality in rows:
+            v, q = _decode(value, quality)
+            out.append(Reading(t, device, point, v, q))
+        return out
+
+    def rollups(
+        self,
+        site: str,
+        device: str,
+        point: str,
+        t0: int,
+        t1: int,
+        step_s: int = BUCKET_MS // 1000,
+        *,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> list[RollupRow]:
+        """Rollup rows of one point for buckets starting in [t0, t1), at `step_s` (k × 900 s)."""
+        step_ms = int(step_s * 1000)
+        if step_ms <= 0 or step_ms % BUCKET_MS:
+            raise ValueError(f"step {step_s} s is not a positive multiple of {BUCKET_MS // 1000} s")
+        sid = self._series_id(site, device, point)
+        if sid is None:
+            return []
+        start = bucket_of(t0, step_ms)
+        rows = self._read(
+            'SELECT bucket_ms, n, "min", "max", mean, "first", "last", first_ms, last_ms '
+            "FROM rollups WHERE series_id = ? AND bucket_ms >= ? AND bucket_ms < ? "
+            "ORDER BY bucket_ms",
+            (sid, start, t1),
+        )
+        stored = {r[0]: RollupRow(*r) for r in rows}
+        with self._rollup_lock:
+            pending = [
+                (bucket, acc.row(bucket))
+                for (s, bucket), acc in self._pending.items()
+                if s == sid and start <= bucket < t1
+            ]
+        for bucket, row in pending:  # not flushed yet: merged in so queries see every reading
+            cur = stored.get(bucket)
+            stored[bucket] = row if cur is None else merge(cur, row)
+        coarse = coarsen((stored[b] for b in sorted(stored)), step_ms)
+        coarse = [r for r in coarse if r.bucket_ms + step_ms > t0]
+        return coarse[offset : offset + limit]
+
+    def losses(self, site: str, t0: int = 0, t1: int | None = None) -> list[LossRecord]:
+        rows = self._read(
+            "SELECT t_ms, count, oldest_ms, newest_ms FROM losses WHERE site = ? AND t_ms >= ? "
+            "AND t_ms < ? ORDER BY t_ms, id",
+            (site, t0, t1 if t1 is not None else 2**62),
+        )
+        return [LossRecord(*r) for r in rows]
+
+    def batch_count(self, site: str | None = None) -> int:
+        if site is None:
+            return int(self._read("SELECT count(*) FROM batches")[0][0])
+        return int(self._read("SELECT count(*) FROM batches WHERE site = ?", (site,))[0][0])
+
+    def reading_count(self, site: str | None = None) -> int:
+        if site is None:
+            return int(self._read("SELECT count(*) FROM readings")[0][0])
+        return int(
+            self._read(
+                "SELECT count(*) FROM readings WHERE series_id IN "
+                "(SELECT id FROM series WHERE site = ?)",
+                (site,),
+            )[0][0]
+        )
+
+    def batch_seqs(self, site: str) -> list[int]:
+        return [int(r[0]) for r in self._read("SELECT seq FROM batches WHERE site = ?", (site,))]
+
+    # ---- retention ---------------------------------------------------------------------------
+
+    def apply_retention(self, now_ms: int) -> dict[str, int]:
+        """Delete raw readings (and batch records) older than the raw retention, and rollups
+        older than the rollup retention if one is set. Runs in short transactions so ingest
+        is never held up for long. Returns rows deleted per table."""
+        self.flush_rollups()
+        cutoff = now_ms - self.raw_retention_ms
+        ids = [int(r[0]) for r in self._read("SELECT id FROM series ORDER BY id")]
+        deleted = {"readings": 0, "batches": 0, "rollups": 0}
+        for chunk in _chunks(ids, 500):
+            with self._write() as c:
+                deleted["readings"] += c.executemany(
+                    "DELETE FROM readings WHERE series_id = ? AND t_ms < ?",
+                    [(sid, cutoff) for sid in chunk],
+                ).rowcount
+        with self._write() as c:
+            # Batch records go with their readings; ingest refuses batches this old as stale,
+            # so a replay of one cannot be stored again.
+            deleted["batches"] = c.execute(
+                "DELETE FROM batches WHERE sent_ms < ?", (cutoff,)
+            ).rowcount
+        if self.rollup_retention_ms:
+            rcut = now_ms - self.rollup_retention_ms
+            for chunk in _chunks(ids, 500):
+                with self._write() as c:
+                    deleted["rollups"] += c.executemany(
+                        "DELETE FROM rollups WHERE series_id = ? AND bucket_ms < ?",
+                        [(sid, rcut) for sid in chunk],
+                    ).rowcount
+        with self._latest_lock:
+            self._latest.clear()  # reload on next use: a point may have lost its last reading
+        return deleted
+
+    # ---- sites and keys ----------------------------------------------------------------------
+
+    def add_site(self, info: SiteInfo) -> SiteInfo:
+        try:
+            with self._write() as c:
+                c.execute(
+                    "INSERT INTO sites VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        info.site,
+                        info.name,
+                        info.region,
+                        info.tz,
+                        info.tariff,
+                        info.created_ms,
+                        info.enabled,
+                    ),
+                )
+        except StorageError as exc:
+            if isinstance(exc.__cause__, sqlite3.IntegrityError):
+                raise SiteExistsError(f"site {info.site!r} is already enrolled") from exc
+            raise
+        return info
+
+    def update_site(self, site: str, **fields: Any) -> SiteInfo:
+        """Change some of name, region, tz, tariff, enabled."""
+        allowed = {"name", "region", "tz", "tariff", "enabled"}
+        bad = set(fields) - allowed
+        if bad:
+            raise ValueError(f"cannot update {sorted(bad)}")
+        if fields:
+            sets = ", ".join(f"{k} = ?" for k in fields)
+            with self._write() as c:
+                cur = c.execute(f"UPDATE sites SET {sets} WHERE site = ?", (*fields.values(), site))
+                if cur.rowcount == 0:
+                    raise UnknownSiteError(f"no site {site!r}")
+        return self.get_site(site)
+
+    def get_site(self, site: str) -> SiteInfo:
+        rows = self._read("SELECT * FROM sites WHERE site = ?", (site,))
+        if not rows:
+            raise UnknownSiteError(f"no site {site!r}")
+        return self._site(rows[0])
+
+    def list_sites(self) -> list[SiteInfo]:
+        return [self._site(r) for r in self._read("SELECT * FROM sites ORDER BY site")]
+
+    @staticmethod
+    def _site(row: Sequence[Any]) -> SiteInfo:
+        site, name, region, tz, tariff, created_ms, enabled = row
+        return SiteInfo(site, name, region, tz, tariff, created_ms, bool(enabled))
+
+    def add_key(self, site: str, public_key: str, kid: str, added_ms: int) -> SiteKey:
+        """Enrol a public key (hex) for `site`; SiteKeyError if the key is already enrolled."""
+        self.get_site(site)
+        try:
+            with self._write() as c:
+                c.execute(
+                    "INSERT INTO site_keys VALUES (?, ?, ?, ?, NULL)",
+                    (kid, site, public_key, added_ms),
+                )
+        except StorageError as exc:
+            if isinstance(exc.__cause__, sqlite3.IntegrityError):
+                raise SiteKeyError(f"key {kid} is already enrolled") from exc
+            raise
+        return SiteKey(kid, site, public_key, added_ms)
+
+    def revoke_key(self, kid: str, revoked_ms: int) -> SiteKey:
+        """Revoke a key (idempotent: an already revoked key keeps its first revocation time)."""
+        with self._write() as c:
+            cur = c.execute(
+                "UPDATE site_keys SET revoked_ms = coalesce(revoked_ms, ?) WHERE kid = ?",
+                (revoked_ms, kid),
+            )
+            if cur.rowcount == 0:
+                raise SiteKeyError(f"no key {kid}")
+        key = self.get_key(kid)
+        assert key is not None
+        return key
+
+    def get_key(self, kid: str) -> SiteKey | None:
+        rows = self._read("SELECT * FROM site_keys WHERE kid = ?", (kid,))
+        return SiteKey(*rows[0]) if rows else None
+
+    def site_keys(self, site: str | None = None) -> list[SiteKey]:
+        """Every key (revoked ones too) of `site`, or of all sites, oldest first."""
+        if site is None:
+            rows = self._read("SELECT * FROM site_keys ORDER BY site, added_ms, kid")
+        else:
+            rows = self._read(
+                "SELECT * FROM site_keys WHERE site = ? ORDER BY added_ms, kid", (site,)
+            )
+        return [SiteKey(*r) for r in rows]
+
+    # ---- site state --------------------------------------------------------------------------
+
+    def site_state(self, site: str) -> SiteState:
+        rows = self._read("SELECT * FROM site_state WHERE site = ?", (site,))
+        return self._state(rows[0]) if rows else SiteState(site)
+
+    def site_states(self) -> list[SiteState]:
+        return [self._state(r) for r in self._read("SELECT * FROM site_state ORDER BY site")]
+
+    def put_site_state(self, state: SiteState) -> None:
+        """Write a site's presence (birth/death fields); last_seen_ms only ever grows."""
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO site_state VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(site) "
+                "DO UPDATE SET online = excluded.online, boot = excluded.boot, "
+                "version = excluded.version, "
+                "devices = excluded.devices, birth_ms = excluded.birth_ms, "
+                "death_ms = excluded.death_ms, last_seen_ms = "
+                "max(coalesce(last_seen_ms, 0), coalesce(excluded.last_seen_ms, 0))",
+                (
+                    state.site,
+                    state.online,
+                    state.boot,
+                    state.version,
+                    json.dumps(list(state.devices)),
+                    state.last_seen_ms,
+                    state.birth_ms,
+                    state.death_ms,
+                ),
+            )
+
+    @staticmethod
+    def _state(row: Sequence[Any]) -> SiteState:
+        site, online, boot, version, devices, last_seen, birth, death = row
+        return SiteState(
+            site, bool(online), boot, version, tuple(json.loads(devices)), last_seen, birth, death
+        )
+
+    # ---- alarms ------------------------------------------------------------------------------
+
+    def add_alarm(
+        self,
+        site: str,
+        kind: str,
+        severity: str,
+        message: str,
+        raised_ms: int,
+        *,
+        device: str | None = None,
+        point: str | None = None,
+    ) -> AlarmRecord:
+        with self._write() as c:
+            cur = c.execute(
+                "INSERT INTO alarms (site, kind, severity, device, point, message, raised_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (site, kind, severity, device, point, message, raised_ms),
+            )
+            alarm_id = int(cur.lastrowid or 0)
+        return AlarmRecord(alarm_id, site, kind, severity, device, point, message, raised_ms)
+
+    def clear_alarm(self, alarm_id: int, cleared_ms: int) -> AlarmRecord | None:
+        """Clear an active alarm; None if there is no such active alarm."""
+        with self._write() as c:
+            cur = c.execute(
+                "UPDATE alarms SET cleared_ms = ? WHERE id = ? AND cleared_ms IS NULL",
+                (cleared_ms, alarm_id),
+            )
+            if cur.rowcount == 0:
+                return None
+            row = c.execute("SELECT * FROM alarms WHERE id = ?", (alarm_id,)).fetchone()
+        return AlarmRecord(*row)
+
+    def active_alarms(self, site: str | None = None) -> list[AlarmRecord]:
+        if site is None:
+            rows = self._read("SELECT * FROM alarms WHERE cleared_ms IS NULL ORDER BY raised_ms")
+        else:
+            rows = self._read(
+                "SELECT * FROM alarms WHERE cleared_ms IS NULL AND site = ? ORDER BY raised_ms",
+                (site,),
+            )
+        return [AlarmRecord(*r) for r in rows]
+
+    def alarm_history(
+        self,
+        site: str | None = None,
+        t0: int | None = None,
+        t1: int | None = None,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[AlarmRecord]:
+        """Alarms raised in [t0, t1), newest first."""
+        where = ["raised_ms >= ?", "raised_ms < ?"]
+        params: list[Any] = [t0 if t0 is not None else 0, t1 if t1 is not None else 2**62]
+        if site is not None:
+            where.append("site = ?")
+            params.append(site)
+        rows = self._read(
+            f"SELECT * FROM alarms WHERE {' AND '.join(where)} "
+            "ORDER BY raised_ms DESC, id DESC LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        return [AlarmRecord(*r) for r in rows]
+
+    # ---- tokens ------------------------------------------------------------------------------
+
+    def add_token(self, name: str, role: str, token_hash: str, created_ms: int) -> TokenRecord:
+        with self._write() as c:
+            cur = c.execute(
+                "INSERT INTO tokens (name, role, token_hash, created_ms) VALUES (?, ?, ?, ?)",
+                (name, role, token_hash, created_ms),
+            )
+            token_id = int(cur.lastrowid or 0)
+        return TokenRecord(token_id, name, role, token_hash, created_ms)
+
+    def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        rows = self._read("SELECT * FROM tokens WHERE token_hash = ?", (token_hash,))
+        return TokenRecord(*rows[0]) if rows else None
+
+    def list_tokens(self) -> list[TokenRecord]:
+        return [TokenRecord(*r) for r in self._read("SELECT * FROM tokens ORDER BY id")]
+
+    def revoke_token(self, token_id: int, revoked_ms: int) -> bool:
+        """Revoke a token; False if there is no such token or it was already revoked."""
+        with self._write() as c:
+            cur = c.execute(
+                "UPDATE tokens SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL",
+                (revoked_ms, token_id),
+            )
+            return cur.rowcount > 0
+
+    # ---- commands ----------------------------------------------------------------------------
+
+    def new_command(
+        self,
+        *,
+        command_id: str,
+        site: str,
+        action: str,
+        params: dict[str, Any],
+        issued_ms: int,
+        expires_ms: int,
+        lease_s: float,
+        issued_by: str,
+    ) -> CommandRecord:
+        """Record a command, giving it the site's next seq (persisted, strictly increasing)."""
+        with self._write() as c:
+            row = c.execute(
+                "SELECT max(coalesce((SELECT seq FROM command_seqs WHERE site = ?), 0), "
+                "coalesce((SELECT max(seq) FROM commands WHERE site = ?), 0))",
+                (site, site),
+            ).fetchone()
+            seq = int(row[0]) + 1
+            c.execute(
+                "INSERT INTO command_seqs VALUES (?, ?) ON CONFLICT(site) DO UPDATE "
+                "SET seq = excluded.seq",
+                (site, seq),
+            )
+            c.execute(
+                "INSERT INTO commands (id, site, seq, action, params, issued_ms, expires_ms, "
+                "lease_s, issued_by, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    command_id,
+                    site,
+                    seq,
+                    action,
+                    json.dumps(params, sort_keys=True),
+                    issued_ms,
+                    expires_ms,
+                    lease_s,
+                    issued_by,
+                    CommandStatus.PENDING.value,
+                ),
+            )
+        return CommandRecord(
+            command_id, site, seq, action, dict(params), issued_ms, expires_ms, lease_s, issued_by
+        )
+
+    def mark_command_sent(self, command_id: str, sent_ms: int) -> None:
+        with self._write() as c:
+            c.execute(
+                "UPDATE commands SET sent_ms = ?, status = ? WHERE id = ? AND status = ?",
+                (sent_ms, CommandStatus.SENT.value, command_id, CommandStatus.PENDING.value),
+            )
+
+    def record_ack(
+        self,
+        command_id: str,
+        *,
+        status: str,
+        ack_ms: int,
+        reason: str | None = None,
+        readback: dict[str, Any] | None = None,
+        rtt_ms: float | None = None,
+    ) -> CommandRecord | None:
+        """Store an agent's outcome for a command; None if the command is unknown. The first
+        outcome stands: a redelivered ack does not change it."""
+        with self._write() as c:
+            c.execute(
+                "UPDATE commands SET status = ?, ack_ms = ?, reason = ?, readback = ?, rtt_ms = ? "
+                "WHERE id = ? AND ack_ms IS NULL",
+                (
+                    status,
+                    ack_ms,
+                    reason,
+                    None if readback is None else json.dumps(readback, sort_keys=True),
+                    rtt_ms,
+                    command_id,
+                ),
+            )
+        return self.command(command_id)
+
+    def command(self, command_id: str) -> CommandRecord | None:
+        rows = self._read("SELECT * FROM commands WHERE id = ?", (command_id,))
+        return self._command(rows[0]) if rows else None
+
+    def command_history(
+        self, site: str | None = None, *, limit: int = 100, offset: int = 0
+    ) -> list[CommandRecord]:
+        """Commands newest first."""
+        if site is None:
+            rows = self._read(
+                "SELECT * FROM commands ORDER BY issued_ms DESC, seq DESC LIMIT ? OFFSET ?",
+                (limit, offset),
+            )
+        else:
+            rows = self._read(
+                "SELECT * FROM commands WHERE site = ? ORDER BY seq DESC LIMIT ? OFFSET ?",
+                (site, limit, offset),
+            )
+        return [self._command(r) for r in rows]
+
+    @staticmethod
+    def _command(row: Sequence[Any]) -> CommandRecord:
+        (cid, site, seq, action, params, issued, expires, lease, by, sent, status, ack, reason,
+         readback, rtt) = row  # fmt: skip
+        return CommandRecord(
+            cid,
+            site,
+            seq,
+            action,
+            json.loads(params),
+            issued,
+            expires,
+            lease,
+            by,
+            sent,
+            status,
+            ack,
+            reason,
+            None if readback is None else json.loads(readback),
+            rtt,
+        )
+
+
+def open_storage(
+    path: Path | str,
+    *,
+    raw_retention_ms: int = 30 * DAY_MS,
+    rollup_retention_ms: int | None = None,
+    rollup_flush_s: float = 5.0,
+) -> SqliteStorage:
+    """Open (creating and migrating as needed) the SQLite storage at `path`."""
+    return SqliteStorage(
+        path,
+        raw_retention_ms=raw_retention_ms,
+        rollup_retention_ms=rollup_retention_ms,
+        rollup_flush_s=rollup_flush_s,
+    )
+
+
+__all__ = ["BOOL_FLAG", "DAY_MS", "SqliteStorage", "open_storage"]
