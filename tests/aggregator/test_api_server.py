@@ -1,0 +1,59 @@
+"""End to end through a real uvicorn server on a free loopback port."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from simulators.broker import free_port
+from tests.aggregator.api_fixtures import Fleet, bearer, make_fleet
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Fleet, str]]:
+    fleet = make_fleet(tmp_path / "agg.db")
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(fleet.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive(), "uvicorn exited before it started"
+            assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
+            time.sleep(0.01)
+        yield fleet, f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        fleet.storage.close()
+    assert not thread.is_alive()
+
+
+def test_real_server_round_trip(served: tuple[Fleet, str]) -> None:
+    fleet, url = served
+    with httpx.Client(base_url=url, timeout=5) as c:
+        assert c.get("/api/health").json()["status"] == "ok"
+        assert c.get("/api/sites").status_code == 401
+        viewer, operator = bearer(fleet.tokens["viewer"]), bearer(fleet.tokens["operator"])
+        sites = c.get("/api/sites", headers=viewer).json()
+        assert [s["site"] for s in sites] == ["s1", "s2"]
+        body = {"action": "rectifier.eco", "params": {"enabled": True}, "lease_s": 60}
+        assert c.post("/api/sites/s1/commands", json=body, headers=viewer).status_code == 403
+        r = c.post("/api/sites/s1/commands?wait=1", json=body, headers=operator)
+        assert r.status_code == 201, r.text
+        assert r.json()["status"] == "applied" and r.json()["issued_by"] == "operator-token"
+        log = c.get("/api/sites/s1/commands", headers=viewer).json()["commands"]
+        assert log[0]["id"] == r.json()["id"] and log[0]["rtt_ms"] == 40.0
+        spec = c.get("/api/openapi.json").json()
+        assert "/api/sites/{site}/readings" in spec["paths"]
+        metrics = c.get("/metrics")
+        assert metrics.status_code == 200 and "sitewatt_aggregator_alarms_active" in metrics.text
