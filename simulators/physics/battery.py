@@ -80,6 +80,7 @@ class Battery:
     power_w: float = 0.0
     loss_w: float = 0.0
     ah_throughput: float = 0.0
+    ah_discharged: float = 0.0
     log: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -185,6 +186,8 @@ class Battery:
         # Ageing: equivalent full cycles, faster when hot (lead-acid halves per ≈ 9 °C above 20).
         throughput = abs(current_a) * dt / 3600.0
         self.ah_throughput += throughput
+        if current_a < 0:
+            self.ah_discharged += throughput
         cycles = throughput / (2.0 * self.spec.capacity_ah)
         heat = 2.0 ** (max(0.0, self.temp_c - 20.0) / 9.0)
         self.soh = max(0.0, self.soh - cycles * 20.0 / CYCLES_TO_80[chem] * heat)
