@@ -92,7 +92,7 @@ def state_out(s: SiteState) -> SiteStateOut:
         online=s.online,
         boot=s.boot,
         version=s.version,
-        devices=list(s.devices),
+        devices=dict(s.devices),
         last_seen_ms=s.last_seen_ms,
         birth_ms=s.birth_ms,
         death_ms=s.death_ms,

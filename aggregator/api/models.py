@@ -76,7 +76,7 @@ class SiteStateOut(_Out):
     online: bool
     boot: str
     version: str
-    devices: list[str]
+    devices: dict[str, str] = Field(description="device id -> profile, from the birth message")
     last_seen_ms: int | None
     birth_ms: int | None
     death_ms: int | None

@@ -145,11 +145,11 @@ def fill(storage: SqliteStorage) -> str:
     storage.store_batches(
         [_batch("s2", 1, [Reading(T0, "meter", "import_power", 1500.0)], hist=False)]
     )
+    devices = {"meter": "meter", "rect": "rect", "bat": "lfp", "ac": "ac", "brk": "breaker"}
+    storage.put_site_state(SiteState("s1", True, "boot-1", "0.1.0", devices, NOW - 1000, T0, None))
     storage.put_site_state(
-        SiteState("s1", True, "boot-1", "0.1.0", ("meter", "rect", "bat", "ac", "brk"),
-                  NOW - 1000, T0, None)
-    )  # fmt: skip
-    storage.put_site_state(SiteState("s2", False, "boot-9", "0.1.0", ("meter",), T0, T0, T0 + 5))
+        SiteState("s2", False, "boot-9", "0.1.0", {"meter": "meter"}, T0, T0, T0 + 5)
+    )
     storage.add_alarm("s1", "comm_loss", "major", "breaker silent", NOW - 5 * MIN, device="brk")
     old = storage.add_alarm("s1", "mains_failure", "major", "mains", T0 + MIN, device="meter")
     storage.clear_alarm(old.id, T0 + 3 * MIN)

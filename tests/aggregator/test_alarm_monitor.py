@@ -71,7 +71,7 @@ def test_periodic_check_raises_offline_on_silence_and_clears_on_news(
 ) -> None:
     clock = ManualClock(T / 1000)
     mon = AlarmMonitor(storage, config=AlarmConfig(silence_s=60), clock=clock)
-    storage.put_site_state(SiteState("s1", True, "b", "v", (), T, T, None))
+    storage.put_site_state(SiteState("s1", True, "b", "v", {}, T, T, None))
     assert mon.check() == []
     clock.advance(61)
     events = mon.check()
@@ -79,7 +79,7 @@ def test_periodic_check_raises_offline_on_silence_and_clears_on_news(
         (Transition.RAISED, AlarmKind.SITE_OFFLINE)
     ]
     assert mon.check() == []  # deduplicated
-    storage.put_site_state(SiteState("s1", True, "b", "v", (), T + 62_000, T, None))
+    storage.put_site_state(SiteState("s1", True, "b", "v", {}, T + 62_000, T, None))
     clock.advance(1)
     events = mon.check()
     assert [e.transition for e in events] == [Transition.CLEARED]
@@ -89,7 +89,7 @@ def test_periodic_check_raises_offline_on_silence_and_clears_on_news(
 def test_death_raises_offline_at_once(storage: SqliteStorage) -> None:
     clock = ManualClock(T / 1000)
     mon = AlarmMonitor(storage, clock=clock)
-    state = SiteState("s1", False, "b", "v", (), T, T - 1000, T)
+    state = SiteState("s1", False, "b", "v", {}, T, T - 1000, T)
     events = mon.on_stored("s1", [], state)
     assert [e.alarm.kind for e in events] == [AlarmKind.SITE_OFFLINE]
     assert storage.active_alarms("s1")[0].severity == "critical"
@@ -106,7 +106,7 @@ def test_data_loss_report(storage: SqliteStorage) -> None:
 async def test_run_checks_until_cancelled(storage: SqliteStorage) -> None:
     clock = ManualClock(T / 1000)
     mon = AlarmMonitor(storage, config=AlarmConfig(silence_s=10), clock=clock)
-    storage.put_site_state(SiteState("s1", True, "b", "v", (), T - 60_000, T - 60_000, None))
+    storage.put_site_state(SiteState("s1", True, "b", "v", {}, T - 60_000, T - 60_000, None))
     task = asyncio.create_task(mon.run(interval_s=1))
     try:
         for _ in range(200):

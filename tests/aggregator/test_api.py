@@ -100,7 +100,7 @@ async def test_site_detail_devices_qualities_keys_state(
     assert len(d["keys"]) == 2 and all(k["active"] for k in d["keys"])
     assert fleet.s1_spare_kid in {k["kid"] for k in d["keys"]}
     assert d["state"]["online"] is True and d["state"]["boot"] == "boot-1"
-    assert d["state"]["devices"] == ["meter", "rect", "bat", "ac", "brk"]
+    assert d["state"]["devices"]["bat"] == "lfp" and len(d["state"]["devices"]) == 5
     assert [a["kind"] for a in d["alarms"]] == ["comm_loss"]
     assert d["active_alarms"] == 1 and d["mode"] == "peak-shaving"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -11,6 +13,7 @@ import httpx
 import pytest
 import uvicorn
 
+from aggregator.api.server import ApiServer
 from simulators.broker import free_port
 from tests.aggregator.api_fixtures import Fleet, bearer, make_fleet
 
@@ -57,3 +60,23 @@ def test_real_server_round_trip(served: tuple[Fleet, str]) -> None:
         assert "/api/sites/{site}/readings" in spec["paths"]
         metrics = c.get("/metrics")
         assert metrics.status_code == 200 and "sitewatt_aggregator_alarms_active" in metrics.text
+
+
+async def test_api_server_task_in_the_service_loop(tmp_path: Path) -> None:
+    fleet = make_fleet(tmp_path / "agg.db")
+    server = ApiServer(fleet.app, host="127.0.0.1", port=0)
+    task = asyncio.create_task(server.serve())
+    try:
+        await server.wait_started()
+        port = server.port
+        assert port != 0
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
+            r = await c.get("/api/sites/s1", headers=bearer(fleet.tokens["viewer"]))
+            assert r.status_code == 200 and r.json()["site"] == "s1"
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        fleet.storage.close()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
