@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from fastapi import HTTPException, Request, status
 
 from aggregator.metrics import AggregatorMetrics
+from aggregator.sites import SiteRegistry
 from aggregator.storage.base import Storage
 from aggregator.storage.types import CommandRecord
 from protocols.clock import Clock, parse_time
@@ -52,6 +53,7 @@ class ApiContext:
     clock: Clock
     metrics: AggregatorMetrics = field(default_factory=AggregatorMetrics)
     commands: CommandSender | None = None
+    registry: SiteRegistry | None = None
     keys_changed: Callable[[], None] | None = None
 
 
@@ -60,9 +62,18 @@ def services(request: Request) -> ApiServices:
     return svc
 
 
+def registry_of(svc: ApiServices) -> SiteRegistry:
+    """The site registry ingest watches (`svc.registry`), so an enrolment, rotation or
+    revocation through the API bumps the version ingest rebuilds its keyring on. Without one,
+    a registry over the same storage (ingest then sees the change on its next reload)."""
+    registry = getattr(svc, "registry", None)
+    if isinstance(registry, SiteRegistry):
+        return registry
+    return SiteRegistry(svc.storage, svc.clock)
+
+
 def notify_keys_changed(svc: ApiServices) -> None:
-    """Tell ingest to rebuild its keyring after an enrolment, rotation or revocation (if it
-    offers a `keys_changed()` hook; otherwise it rebuilds on its own schedule)."""
+    """Call the services' `keys_changed()` hook after a key change, if it has one."""
     hook = getattr(svc, "keys_changed", None)
     if callable(hook):
         hook()
@@ -100,6 +111,7 @@ __all__ = [
     "not_found",
     "notify_keys_changed",
     "parse_ms",
+    "registry_of",
     "services",
     "unprocessable",
 ]

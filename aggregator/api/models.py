@@ -210,6 +210,12 @@ class TokenOut(_Out):
     active: bool
 
 
+class Me(_Out):
+    token_id: int
+    name: str
+    role: str
+
+
 class TokenCreated(TokenOut):
     token: str = Field(description="the bearer token; shown this once, stored only hashed")
 
@@ -230,6 +236,7 @@ __all__ = [
     "KeyIn",
     "KeyOut",
     "KeyPointsOut",
+    "Me",
     "PointOut",
     "Problem",
     "ReadingOut",

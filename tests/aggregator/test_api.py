@@ -372,6 +372,12 @@ async def test_token_created_through_the_api_works_until_revoked(
     assert r.status_code == 422
 
 
+async def test_me_names_the_caller(fleet: Fleet, client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/me", headers=bearer(fleet.tokens["operator"]))
+    assert r.status_code == 200
+    assert r.json()["name"] == "operator-token" and r.json()["role"] == "operator"
+
+
 # --- health and metrics --------------------------------------------------------------------------
 
 

@@ -14,16 +14,21 @@ from aggregator.api.convert import (
     state_out,
     summary_out,
 )
-from aggregator.api.deps import ApiServices, not_found, notify_keys_changed, services, unprocessable
+from aggregator.api.deps import (
+    ApiServices,
+    not_found,
+    notify_keys_changed,
+    registry_of,
+    services,
+    unprocessable,
+)
 from aggregator.api.models import KeyIn, KeyOut, SiteDetail, SiteIn, SiteSummary
 from aggregator.api.views import active_mode, key_points
 from aggregator.auth import Principal, Role, require
-from aggregator.errors import SiteError, UnknownSiteError
+from aggregator.errors import SiteKeyError, UnknownSiteError
+from aggregator.sites import parse_public_key
 from aggregator.storage.types import SiteInfo, SiteState
 from protocols.clock import now_ms
-from protocols.errors import ConfigError as ProtocolConfigError
-from protocols.keys import kid_hex, load_public_key_hex, public_key_hex
-from protocols.topics import site_id_problem
 
 MODE_SCAN = 100
 """Newest commands looked at to find the site's mode command."""
@@ -86,13 +91,13 @@ def get_site(site: str, svc: Svc, _: Viewer) -> SiteDetail:
     )
 
 
-def _public_key(text: str) -> tuple[str, str]:
-    """(normalised hex, kid) of a public key; 422 if it is not one."""
+def _public_key(text: str) -> str:
+    """A public key checked before any change (422 if malformed, not 409)."""
     try:
-        key = load_public_key_hex(text)
-    except ProtocolConfigError as exc:
+        public, _ = parse_public_key(text)
+    except SiteKeyError as exc:
         raise unprocessable(str(exc)) from None
-    return public_key_hex(key), kid_hex(key)
+    return public
 
 
 @router.post(
@@ -104,21 +109,12 @@ def _public_key(text: str) -> tuple[str, str]:
 )
 def enrol_site(body: SiteIn, svc: Svc, _: Admin) -> SiteSummary:
     """Enrol a site by its public key (the key its agent generated)."""
-    problem = site_id_problem(body.site)
-    if problem is not None:
-        raise unprocessable(problem)
-    public, kid = _public_key(body.public_key)
-    now = now_ms(svc.clock)
-    storage = svc.storage
-    info = storage.add_site(
-        SiteInfo(body.site, body.name, body.region, body.tz, body.tariff, created_ms=now)
+    public = _public_key(body.public_key)
+    info, _key = registry_of(svc).enrol(
+        body.site, public, name=body.name, region=body.region, tz=body.tz, tariff=body.tariff
     )
-    try:
-        storage.add_key(body.site, public, kid, now)
-    except SiteError:
-        storage.update_site(body.site, enabled=False)  # keep the record, but inert
-        raise
     notify_keys_changed(svc)
+    now = now_ms(svc.clock)
     return SiteSummary.model_validate(_summary(svc, info, SiteState(body.site), 0, now))
 
 
@@ -138,8 +134,7 @@ def add_key(site: str, body: KeyIn, svc: Svc, _: Admin) -> KeyOut:
     """Enrol another key for a site. Old and new keys are both valid until the old one is
     revoked, so the agent can switch without losing a batch."""
     _info(svc, site)
-    public, kid = _public_key(body.public_key)
-    key = svc.storage.add_key(site, public, kid, now_ms(svc.clock))
+    key = registry_of(svc).add_key(site, _public_key(body.public_key))
     notify_keys_changed(svc)
     return key_out(key)
 
@@ -151,6 +146,6 @@ def revoke_key(site: str, kid: str, svc: Svc, _: Admin) -> KeyOut:
     existing = svc.storage.get_key(kid.lower())
     if existing is None or existing.site != site:
         raise not_found(f"site {site!r} has no key {kid!r}")
-    key = svc.storage.revoke_key(existing.kid, now_ms(svc.clock))
+    key = registry_of(svc).revoke(site, existing.kid)
     notify_keys_changed(svc)
     return key_out(key)

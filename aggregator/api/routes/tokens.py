@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Response, status
 
 from aggregator.api.convert import token_out
 from aggregator.api.deps import ApiServices, not_found, services
-from aggregator.api.models import TokenCreated, TokenIn, TokenOut
+from aggregator.api.models import Me, TokenCreated, TokenIn, TokenOut
 from aggregator.auth import Principal, Role, generate_token, hash_token, require
 from protocols.clock import now_ms
 
@@ -16,6 +16,13 @@ router = APIRouter(tags=["tokens"])
 
 Svc = Annotated[ApiServices, Depends(services)]
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
+Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
+
+
+@router.get("/me", response_model=Me, summary="The caller's token name and role")
+def me(who: Viewer) -> Me:
+    """Who the presented token belongs to, so a client can hide what its role may not do."""
+    return Me(token_id=who.token_id, name=who.name, role=who.role.value)
 
 
 @router.get("/tokens", response_model=list[TokenOut], summary="API tokens (admin)")
