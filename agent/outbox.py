@@ -60,6 +60,11 @@ CREATE TABLE IF NOT EXISTS outbox_meta (
 );
 """
 
+# Two scalar subqueries, not `SELECT min(id), max(id)`: SQLite answers a lone min() or max() of
+# the rowid from the b-tree's ends, but both in one SELECT make it scan every row (a full-table
+# scan per call on a day's backlog).
+_ID_RANGE = "SELECT (SELECT min(id) FROM outbox_readings), (SELECT max(id) FROM outbox_readings)"
+
 _INSERT_READING = (
     "INSERT INTO outbox_readings (t, device, point, value, quality, is_bool) "
     "VALUES (?, ?, ?, ?, ?, ?)"
@@ -470,7 +475,7 @@ class Outbox:
 
     def pending_readings(self) -> int:
         """Readings appended but not yet in a batch."""
-        lo, hi = self._conn.execute("SELECT min(id), max(id) FROM outbox_readings").fetchone()
+        lo, hi = self._conn.execute(_ID_RANGE).fetchone()
         return 0 if lo is None else int(hi) - int(lo) + 1
 
     def oldest_pending_t(self) -> int | None:
@@ -550,7 +555,7 @@ class _Transaction:
 
 def _stats(conn: sqlite3.Connection, page_size: int) -> OutboxStats:
     meta = dict(conn.execute("SELECT key, value FROM outbox_meta").fetchall())
-    lo, hi = conn.execute("SELECT min(id), max(id) FROM outbox_readings").fetchone()
+    lo, hi = conn.execute(_ID_RANGE).fetchone()
     pending = 0 if lo is None else int(hi) - int(lo) + 1
     nb, nr = conn.execute(
         "SELECT count(*), coalesce(sum(readings), 0) FROM outbox_batches"
