@@ -103,10 +103,11 @@ class OutboxConfig(_Frozen):
     path: ConfigPath = Path("/var/lib/sitewatt/agent.db")
     max_age_days: float = Field(7.0, gt=0)
     max_mb: float = Field(200.0, gt=0)
-    batch_max_readings: int = Field(500, ge=1, le=100_000)
-    batch_max_wait_s: float = Field(5.0, gt=0)
-    inflight: int = Field(4, ge=1, le=1000)
-    drain_jitter_s: float = Field(10.0, ge=0)
+    batch_max_readings: int = Field(1000, ge=1, le=100_000)
+    batch_max_age_s: float = Field(5.0, gt=0)
+    inflight_batches: int = Field(32, ge=1, le=1000)
+    receipt_timeout_s: float = Field(60.0, gt=0)
+    drain_jitter_max_s: float = Field(30.0, ge=0)
 
     @property
     def max_bytes(self) -> int:

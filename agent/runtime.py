@@ -1,0 +1,236 @@
+"""The agent: polling → outbox → delivery, and commands → devices, in one object.
+
+`Agent(config, clock)` owns everything of one site — its Modbus buses, its SQLite files, its MQTT
+connection, its tasks — and nothing global: no signal handlers, no logging setup, no module
+state, so a fleet simulator can run hundreds in one event loop. Use it as
+
+    async with Agent(config, clock) as agent:
+        await agent.wait()          # until agent.stop() (the CLI calls it on SIGTERM/SIGINT)
+
+or `await agent.start()` … `await agent.stop()`. Stopping cancels polling, lets delivery publish
+the offline state and disconnect, and closes the databases; every reading taken is already in
+the outbox (it is appended before anything else happens to it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Mapping, Sequence
+
+from agent.audit import AuditLog
+from agent.commands import CommandProcessor, SiteDevices
+from agent.config import SiteConfig
+from agent.delivery import Delivery, DeliverySettings
+from agent.delivery_rules import DeliveryPolicy
+from agent.health import GatewayHealth
+from agent.identity import SiteIdentity, load_identity
+from agent.modbus_bus import ModbusBus
+from agent.mqtt_link import LinkSettings
+from agent.outbox import Outbox, OutboxLimits
+from agent.poller import Poller, load_device_profiles
+from protocols.clock import Clock, SystemClock
+from protocols.messages import Ack
+from protocols.profiles import Profile
+from protocols.topics import Topics
+from protocols.types import DeviceKind, Reading
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0
+"""How often (clock seconds) leases and interlocks are looked at without a poll prompting it."""
+
+
+def link_settings(config: SiteConfig) -> LinkSettings:
+    b = config.broker
+    return LinkSettings(
+        host=b.host,
+        port=b.port,
+        client_id=config.client_id,
+        username=b.username,
+        password=b.read_password(),
+        tls=b.tls,
+        ca_file=b.ca_file,
+        cert_file=b.cert_file,
+        key_file=b.key_file,
+        keepalive_s=b.keepalive_s,
+    )
+
+
+def delivery_settings(config: SiteConfig, profiles: Mapping[str, Profile]) -> DeliverySettings:
+    o = config.outbox
+    return DeliverySettings(
+        link=link_settings(config),
+        policy=DeliveryPolicy(
+            batch_max_readings=o.batch_max_readings,
+            batch_max_age_s=o.batch_max_age_s,
+            window=o.inflight_batches,
+            receipt_timeout_s=o.receipt_timeout_s,
+            jitter_max_s=o.drain_jitter_max_s,
+        ),
+        topic_prefix=config.broker.topic_prefix,
+        devices={d: profiles[d].name for d in profiles},
+    )
+
+
+def outbox_limits(config: SiteConfig) -> OutboxLimits:
+    return OutboxLimits(max_bytes=config.outbox.max_bytes, max_age_s=config.outbox.max_age_s)
+
+
+class Agent:
+    """One site's edge agent."""
+
+    def __init__(
+        self,
+        config: SiteConfig,
+        clock: Clock | None = None,
+        *,
+        identity: SiteIdentity | None = None,
+        profiles: Mapping[str, Profile] | None = None,
+        buses: Mapping[str, ModbusBus] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self.profiles = dict(profiles) if profiles is not None else load_device_profiles(config)
+        self.identity = identity or load_identity(
+            config.site_id, config.site.key_file, config.site.aggregator_keys
+        )
+        self.outbox = Outbox(config.outbox.path, limits=outbox_limits(config))
+        self.audit = AuditLog(config.outbox.path)
+        self.delivery = Delivery(
+            delivery_settings(config, self.profiles),
+            self.identity,
+            self.outbox,
+            self.clock,
+            rng=self._rng,
+        )
+        self.poller = Poller(
+            config, self.profiles, self._sink, self.clock, rng=self._rng, buses=buses
+        )
+        self.devices = SiteDevices.build(config, self.profiles)
+        topics = Topics(config.broker.topic_prefix)
+        self.commands = CommandProcessor(
+            config,
+            self.devices,
+            self.poller,
+            self.audit,
+            self.clock,
+            keyring=self.identity.aggregator_keys,
+            topic=topics.cmd(config.site_id),
+            publish_ack=self._publish_ack,
+        )
+        self.health = (
+            GatewayHealth(
+                config.gateway, self.clock, self._sink, disk_path=config.outbox.path.parent
+            )
+            if config.gateway.enabled
+            else None
+        )
+        self.delivery.set_command_handler(self._on_command)
+        self.delivery.add_aggregator_listener(self._on_aggregator)
+        self.poller.add_listener(self._on_poll)
+        self._watch_kinds = {
+            DeviceKind.BATTERY,
+            DeviceKind.METER,
+            DeviceKind.AIRCON,
+            DeviceKind.BREAKER,
+            DeviceKind.RECTIFIER,
+        }
+        self._prompt = asyncio.Event()
+        self._offline = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.readings_taken = 0
+
+    # -- wiring -------------------------------------------------------------------------------
+
+    def _sink(self, readings: Sequence[Reading]) -> None:
+        self.outbox.append(readings)
+        self.readings_taken += len(readings)
+        self.delivery.wake()
+
+    async def _publish_ack(self, ack: Ack) -> None:
+        await self.delivery.publish_signed(ack)
+
+    async def _on_command(self, topic: str, payload: bytes) -> None:
+        await self.commands.handle(topic, payload)
+        self._prompt.set()
+
+    def _on_aggregator(self, online: bool | None) -> None:
+        if online is False:
+            self._offline.set()
+            self._prompt.set()
+
+    def _on_poll(self, device: str, readings: list[Reading]) -> None:
+        if self.config.devices[device].kind in self._watch_kinds:
+            self._prompt.set()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._tasks:
+            return
+        await self.poller.start()
+        self._tasks.append(asyncio.create_task(self.delivery.run(), name="delivery"))
+        self._tasks.append(asyncio.create_task(self._guard(), name="guard"))
+        if self.health is not None:
+            self._tasks.append(asyncio.create_task(self.health.run(), name="health"))
+
+    async def _guard(self) -> None:
+        """Leases, aggregator-offline restores and interlock acts, prompted or every tick."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._prompt.wait(), TICK_S / max(self.clock.speed, 1e-9))
+            self._prompt.clear()
+            try:
+                if self._offline.is_set():
+                    self._offline.clear()
+                    await self.commands.aggregator_offline()
+                await self.commands.expire_leases()
+                await self.commands.enforce()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s: guard step failed", self.config.site_id)
+
+    async def stop(self) -> None:
+        """Stop polling, flush delivery (offline state, disconnect), close the databases."""
+        if self._stopped.is_set():
+            return
+        await self.poller.stop()
+        await self.delivery.stop()
+        delivery = next((t for t in self._tasks if t.get_name() == "delivery"), None)
+        others = [t for t in self._tasks if t is not delivery]
+        for t in others:
+            t.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        if delivery is not None:
+            try:
+                await asyncio.wait_for(delivery, 10.0)
+            except (TimeoutError, asyncio.CancelledError):
+                delivery.cancel()
+                await asyncio.gather(delivery, return_exceptions=True)
+            except Exception:
+                log.exception("%s: delivery ended with an error", self.config.site_id)
+        self._tasks.clear()
+        self.outbox.close()
+        self.audit.close()
+        self._stopped.set()
+
+    async def wait(self) -> None:
+        """Until `stop()` has finished."""
+        await self._stopped.wait()
+
+    async def __aenter__(self) -> Agent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+__all__ = ["TICK_S", "Agent", "delivery_settings", "link_settings", "outbox_limits"]
