@@ -5,10 +5,10 @@ Shared by the API tests (imported explicitly, not through conftest, so it stays 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from uuid import uuid4
 
 import httpx
@@ -17,10 +17,10 @@ from fastapi import FastAPI
 from aggregator.alarms import AlarmConfig
 from aggregator.api import ApiContext, create_app
 from aggregator.auth import Role, generate_token, hash_token
-from aggregator.errors import AckTimeoutError, UnknownSiteError
+from aggregator.commands import Commands
 from aggregator.metrics import AggregatorMetrics
+from aggregator.sites import SiteRegistry
 from aggregator.storage import (
-    CommandRecord,
     CommandStatus,
     SiteInfo,
     SiteState,
@@ -28,8 +28,11 @@ from aggregator.storage import (
     VerifiedBatch,
     open_storage,
 )
+from protocols import messages
 from protocols.clock import ManualClock
+from protocols.envelope import Signer, unseal
 from protocols.keys import generate_key, kid_hex, public_key_hex
+from protocols.messages import AckStatus
 from protocols.types import Quality, Reading
 
 T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC, ms
@@ -38,59 +41,42 @@ HOUR = 60 * MIN
 NOW = T0 + 2 * HOUR
 
 
-class StorageCommandSender:
-    """Records commands in the real storage and answers them as an agent would.
-
-    Stands in for aggregator.commands (the MQTT publisher), whose round trip is tested with
-    real agents elsewhere; here only the API's side of the contract matters.
+class LoopbackAgent:
+    """The far end of `aggregator.commands.Commands`: instead of MQTT, `publish` hands the
+    sealed command here; it is verified with the aggregator's public key like an agent would,
+    and (when `ack` is set) acknowledged from another thread after `delay_s`, through the same
+    `handle_ack` ingest calls. The MQTT leg itself is tested with real agents elsewhere.
     """
 
-    def __init__(self, storage: SqliteStorage, clock: ManualClock, *, ack: str | None) -> None:
-        self.storage = storage
+    def __init__(self, signer: Signer, clock: ManualClock, *, delay_s: float = 0.02) -> None:
+        self.keyring = {signer.kid: signer.public_key}
         self.clock = clock
-        self.ack = ack
-        self.sent: list[CommandRecord] = []
+        self.delay_s = delay_s
+        self.ack: AckStatus | None = None
+        self.commands: Commands | None = None
+        self.received: list[messages.Command] = []
+        self._timers: list[threading.Timer] = []
 
-    async def send_command(
-        self, site: str, action: str, params: dict[str, Any], lease_s: float, issued_by: str
-    ) -> CommandRecord:
-        try:
-            self.storage.get_site(site)
-        except UnknownSiteError:
-            raise
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        msg = messages.decode(unseal(payload, topic, self.keyring).payload)
+        assert isinstance(msg, messages.Command) and qos == 1 and not retain
+        self.received.append(msg)
+        if self.ack is not None:
+            timer = threading.Timer(self.delay_s, self._answer, (msg, self.ack))
+            self._timers.append(timer)
+            timer.start()
+
+    def _answer(self, cmd: messages.Command, status: AckStatus) -> None:
+        assert self.commands is not None
         now = int(self.clock.now() * 1000)
-        record = self.storage.new_command(
-            command_id=str(uuid4()),
-            site=site,
-            action=action,
-            params=params,
-            issued_ms=now,
-            expires_ms=now + 60_000,
-            lease_s=lease_s,
-            issued_by=issued_by,
-        )
-        self.storage.mark_command_sent(record.id, now)
-        self.sent.append(record)
-        stored = self.storage.command(record.id)
-        assert stored is not None
-        return stored
+        reason = "" if status is AckStatus.APPLIED else "interlock"
+        ack = messages.Ack(cmd.id, cmd.site, cmd.seq, status, now, reason, {"bat.mode": 0})
+        self.commands.handle_ack(ack, now + 40)
 
-    def wait_ack(self, command_id: str, timeout: float) -> Awaitable[CommandRecord]:
-        async def wait() -> CommandRecord:
-            if self.ack is None:
-                raise AckTimeoutError(f"no ack for {command_id} within {timeout} s")
-            now = int(self.clock.now() * 1000)
-            done = self.storage.record_ack(
-                command_id,
-                status=self.ack,
-                ack_ms=now + 40,
-                readback={"bat.mode": 0},
-                rtt_ms=40.0,
-            )
-            assert done is not None
-            return done
-
-        return wait()
+    def close(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+            timer.join()
 
 
 @dataclass
@@ -98,7 +84,8 @@ class Fleet:
     storage: SqliteStorage
     clock: ManualClock
     metrics: AggregatorMetrics
-    sender: StorageCommandSender
+    agent: LoopbackAgent
+    commands: Commands
     ctx: ApiContext
     app: FastAPI
     tokens: dict[str, str]  # role name (and "revoked") -> token
@@ -175,7 +162,7 @@ def fill(storage: SqliteStorage) -> str:
     return kid_hex(spare)
 
 
-def make_fleet(db: Path, *, ack: str | None = CommandStatus.APPLIED.value) -> Fleet:
+def make_fleet(db: Path) -> Fleet:
     storage = open_storage(db)
     spare = fill(storage)
     clock = ManualClock(NOW / 1000)
@@ -187,11 +174,21 @@ def make_fleet(db: Path, *, ack: str | None = CommandStatus.APPLIED.value) -> Fl
     revoked = storage.add_token("gone", "admin", hash_token(tokens["revoked"]), T0)
     storage.revoke_token(revoked.id, T0 + 1)
     metrics = AggregatorMetrics()
-    sender = StorageCommandSender(storage, clock, ack=ack)
-    ctx = ApiContext(storage=storage, clock=clock, metrics=metrics, commands=sender)
-    return Fleet(
-        storage, clock, metrics, sender, ctx, create_app(ctx), tokens, spare, AlarmConfig()
+    signer = Signer(generate_key())
+    agent = LoopbackAgent(signer, clock)
+    commands = Commands(storage, signer, agent, clock=clock, metrics=metrics)
+    agent.commands = commands
+    registry = SiteRegistry(storage, clock)
+    ctx = ApiContext(
+        storage=storage, clock=clock, metrics=metrics, commands=commands, registry=registry
     )
+    app = create_app(ctx)
+    return Fleet(storage, clock, metrics, agent, commands, ctx, app, tokens, spare, AlarmConfig())
+
+
+def close_fleet(f: Fleet) -> None:
+    f.agent.close()
+    f.storage.close()
 
 
 async def client_for(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:

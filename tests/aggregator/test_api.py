@@ -14,7 +14,9 @@ from aggregator.alarm_monitor import AlarmMonitor
 from aggregator.api import create_app
 from aggregator.api.views import MAX_LIMIT
 from aggregator.storage import CommandStatus
+from protocols import messages
 from protocols.keys import generate_key, kid_hex, public_key_hex
+from protocols.messages import AckStatus
 from protocols.types import Reading
 from tests.aggregator.api_fixtures import (
     HOUR,
@@ -24,6 +26,7 @@ from tests.aggregator.api_fixtures import (
     Fleet,
     bearer,
     client_for,
+    close_fleet,
     make_fleet,
 )
 
@@ -32,7 +35,7 @@ from tests.aggregator.api_fixtures import (
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
     f = make_fleet(tmp_path / "agg.db")
     yield f
-    f.storage.close()
+    close_fleet(f)
 
 
 @pytest.fixture
@@ -221,6 +224,9 @@ async def test_send_command_returns_record_and_history_shows_ack(
     assert r.status_code == 201, r.text
     cmd = r.json()
     assert cmd["site"] == "s1" and cmd["seq"] == 2 and cmd["action"] == "battery.charge"
+    (sent,) = fleet.agent.received  # sealed, verified with the aggregator key, decoded
+    assert (sent.id, sent.seq, sent.lease_s) == (cmd["id"], 2, 600)
+    assert sent.params == messages.Charge(charge_limit_w=1500, target_soc=95)
     assert cmd["params"] == {"charge_limit_w": 1500, "target_soc": 95}
     assert cmd["status"] == "sent" and cmd["issued_by"] == "admin-token" and cmd["lease_s"] == 600
     hist = await get(client, "/api/sites/s1/commands")
@@ -231,7 +237,8 @@ async def test_send_command_returns_record_and_history_shows_ack(
 
 
 async def test_send_command_waiting_for_the_ack(fleet: Fleet, client: httpx.AsyncClient) -> None:
-    r = await client.post("/api/sites/s1/commands?wait=2", json={"action": "site.wake"})
+    fleet.agent.ack = AckStatus.APPLIED
+    r = await client.post("/api/sites/s1/commands?wait=5", json={"action": "site.wake"})
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["status"] == CommandStatus.APPLIED.value and body["readback"] == {"bat.mode": 0}
@@ -240,18 +247,16 @@ async def test_send_command_waiting_for_the_ack(fleet: Fleet, client: httpx.Asyn
     assert sites["s1"]["mode"] == "normal"
 
 
-async def test_wait_without_ack_returns_the_sent_record(tmp_path: Path) -> None:
-    f = make_fleet(tmp_path / "noack.db", ack=None)
-    try:
-        async for c in client_for(f.app):
-            r = await c.post(
-                "/api/sites/s1/commands?wait=0.1",
-                json={"action": "ac.setpoint", "params": {"setpoint_c": 27}},
-                headers=bearer(f.tokens["operator"]),
-            )
-            assert r.status_code == 201 and r.json()["status"] == "sent"
-    finally:
-        f.storage.close()
+async def test_wait_without_ack_returns_the_sent_record(
+    fleet: Fleet, client: httpx.AsyncClient
+) -> None:
+    r = await client.post(
+        "/api/sites/s1/commands?wait=0.1",
+        json={"action": "ac.setpoint", "params": {"setpoint_c": 27}},
+        headers=bearer(fleet.tokens["operator"]),
+    )
+    assert r.status_code == 201 and r.json()["status"] == "sent"
+    assert [c.params for c in fleet.agent.received] == [messages.AcSetpoint(27.0)]
 
 
 @pytest.mark.parametrize(
@@ -288,7 +293,7 @@ async def test_bad_commands_are_refused(
     r = await client.post(f"/api/sites/{site}/commands", json=body)
     assert r.status_code == status, r.text
     assert message in r.text
-    assert fleet.sender.sent == []
+    assert fleet.agent.received == []
 
 
 async def test_commands_unavailable_without_a_sender(

@@ -11,14 +11,14 @@ import pytest
 
 from aggregator.auth import Role, generate_token, hash_token
 from protocols.keys import generate_key, public_key_hex
-from tests.aggregator.api_fixtures import Fleet, bearer, client_for, make_fleet
+from tests.aggregator.api_fixtures import Fleet, bearer, client_for, close_fleet, make_fleet
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     f = make_fleet(tmp_path_factory.mktemp("auth") / "agg.db")
     yield f
-    f.storage.close()
+    close_fleet(f)
 
 
 @pytest.fixture

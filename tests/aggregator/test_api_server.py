@@ -14,8 +14,9 @@ import pytest
 import uvicorn
 
 from aggregator.api.server import ApiServer
+from protocols.messages import AckStatus
 from simulators.broker import free_port
-from tests.aggregator.api_fixtures import Fleet, bearer, make_fleet
+from tests.aggregator.api_fixtures import Fleet, bearer, close_fleet, make_fleet
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Fleet, str]]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-        fleet.storage.close()
+        close_fleet(fleet)
     assert not thread.is_alive()
 
 
@@ -51,7 +52,8 @@ def test_real_server_round_trip(served: tuple[Fleet, str]) -> None:
         assert [s["site"] for s in sites] == ["s1", "s2"]
         body = {"action": "rectifier.eco", "params": {"enabled": True}, "lease_s": 60}
         assert c.post("/api/sites/s1/commands", json=body, headers=viewer).status_code == 403
-        r = c.post("/api/sites/s1/commands?wait=1", json=body, headers=operator)
+        fleet.agent.ack = AckStatus.APPLIED
+        r = c.post("/api/sites/s1/commands?wait=5", json=body, headers=operator)
         assert r.status_code == 201, r.text
         assert r.json()["status"] == "applied" and r.json()["issued_by"] == "operator-token"
         log = c.get("/api/sites/s1/commands", headers=viewer).json()["commands"]
@@ -77,6 +79,6 @@ async def test_api_server_task_in_the_service_loop(tmp_path: Path) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        fleet.storage.close()
+        close_fleet(fleet)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()

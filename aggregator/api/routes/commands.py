@@ -77,8 +77,13 @@ async def send_command(
     if sender is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "commands are not available")
     try:
-        sent = sender.send_command(site, action.value, dict(body.params), body.lease_s, who.name)
-        record: CommandRecord = await sent if inspect.isawaitable(sent) else sent
+        args = (site, action.value, dict(body.params), body.lease_s, who.name)
+        record: CommandRecord
+        if inspect.iscoroutinefunction(sender.send_command):
+            record = await sender.send_command(*args)
+        else:  # storage write and publish: off the event loop
+            sent = await run_in_threadpool(sender.send_command, *args)
+            record = await sent if inspect.isawaitable(sent) else sent
         if wait > 0:
             try:
                 record = await sender.wait_ack(record.id, wait)
