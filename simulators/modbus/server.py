@@ -256,6 +256,18 @@ class SimTcpServer(ModbusTcpServer):
         for conn in list(self.active_connections.values()):
             conn.close()
 
+    async def go_away(self) -> None:
+        """Stop listening and drop every connection: the device has disappeared."""
+        self.close()  # closes the listener and its connections
+
+    async def come_back(self) -> None:
+        """Listen again on the same port."""
+        self.is_closing = False
+        listener = await self.loop.create_server(
+            self.handle_new_connection, self.host, self.port, reuse_address=True
+        )
+        self.transport = cast(Any, listener)
+
     async def stop(self) -> None:
         self.drop_connections()
         await self.shutdown()  # type: ignore[no-untyped-call]
