@@ -87,7 +87,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 online INTEGER NOT NULL DEFAULT 0,
                 boot TEXT NOT NULL DEFAULT '',
                 version TEXT NOT NULL DEFAULT '',
-                devices TEXT NOT NULL DEFAULT '[]',
+                devices TEXT NOT NULL DEFAULT '{}',
                 last_seen_ms INTEGER,
                 birth_ms INTEGER,
                 death_ms INTEGER

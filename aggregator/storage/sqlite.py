@@ -808,7 +808,7 @@ class SqliteStorage:
                     state.online,
                     state.boot,
                     state.version,
-                    json.dumps(list(state.devices)),
+                    json.dumps(dict(state.devices), sort_keys=True),
                     state.last_seen_ms,
                     state.birth_ms,
                     state.death_ms,
@@ -819,7 +819,7 @@ class SqliteStorage:
     def _state(row: Sequence[Any]) -> SiteState:
         site, online, boot, version, devices, last_seen, birth, death = row
         return SiteState(
-            site, bool(online), boot, version, tuple(json.loads(devices)), last_seen, birth, death
+            site, bool(online), boot, version, dict(json.loads(devices)), last_seen, birth, death
         )
 
     # ---- alarms ------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ class SiteState:
     online: bool = False
     boot: str = ""
     version: str = ""
-    devices: tuple[str, ...] = ()
+    devices: dict[str, str] = field(default_factory=dict)  # device id -> profile name
     last_seen_ms: int | None = None
     birth_ms: int | None = None
     death_ms: int | None = None

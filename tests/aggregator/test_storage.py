@@ -281,9 +281,9 @@ def test_losses_and_last_seen(store: SqliteStorage) -> None:
     store.store_batches([batch(1, [Reading(T0, "bat", "v", 1.0)], losses=(loss,))])
     assert store.losses("S1") == [loss]
     assert store.site_state("S1").last_seen_ms == T0 + 5
-    store.put_site_state(SiteState("S1", True, "b2", "0.1", ("bat",), birth_ms=T0))
+    store.put_site_state(SiteState("S1", True, "b2", "0.1", {"bat": "lf48"}, birth_ms=T0))
     st = store.site_state("S1")
-    assert (st.online, st.boot, st.devices, st.last_seen_ms) == (True, "b2", ("bat",), T0 + 5)
+    assert (st.online, st.boot, st.devices, st.last_seen_ms) == (True, "b2", {"bat": "lf48"}, T0 + 5)
     assert [s.site for s in store.site_states()] == ["S1"]
 
 

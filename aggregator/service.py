@@ -1,0 +1,157 @@
+"""The running aggregator: ingest + HTTP API + periodic retention, until told to stop.
+
+`build_services(config)` wires the parts; `run(config)` starts them, serves until SIGTERM/SIGINT
+(or the `stop` event), then shuts down in order: HTTP first, then ingest (which publishes the
+retained offline state and disconnects cleanly), then the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+
+import uvicorn
+
+from aggregator.alarm_monitor import AlarmMonitor
+from aggregator.commands import Commands
+from aggregator.config import AggregatorConfig
+from aggregator.errors import ConfigError, StorageError
+from aggregator.identity import load_signer
+from aggregator.ingest import Ingest
+from aggregator.metrics import AggregatorMetrics
+from aggregator.services import Services
+from aggregator.sites import SiteRegistry
+from aggregator.storage import DAY_MS, open_storage
+from protocols.clock import Clock, SystemClock, now_ms
+from protocols.topics import Topics
+
+log = logging.getLogger("sitewatt.aggregator")
+
+
+def build_services(config: AggregatorConfig, *, clock: Clock | None = None) -> Services:
+    """Open storage, load the signing key, and wire ingest, commands and the registry."""
+    if config.database.url is not None:
+        raise ConfigError("database.url: the PostgreSQL backend is not available yet; use path")
+    clock = clock or SystemClock()
+    signer = load_signer(config.keys.key_file)
+    rollup_days = config.retention.rollup_days
+    storage = open_storage(
+        config.database.path,
+        raw_retention_ms=int(config.retention.raw_days * DAY_MS),
+        rollup_retention_ms=int(rollup_days * DAY_MS) if rollup_days else None,
+    )
+    metrics = AggregatorMetrics()
+    registry = SiteRegistry(storage, clock)
+    ingest = Ingest(config, storage, registry, signer, clock=clock, metrics=metrics)
+    commands = Commands(
+        storage,
+        signer,
+        ingest,
+        topics=Topics(config.broker.prefix),
+        clock=clock,
+        metrics=metrics,
+    )
+    ingest.on_ack.append(commands.handle_ack)
+    alarms = AlarmMonitor(storage, metrics=metrics, clock=clock)
+    ingest.on_stored.append(alarms.on_stored)
+    ingest.on_presence.append(lambda state: alarms.on_stored(state.site, (), state))
+    ingest.on_loss.append(alarms.on_loss)
+    return Services(storage, config, metrics, commands, ingest, clock, registry, alarms)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: `run` owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _http_server(services: Services) -> _Server:
+    from aggregator.api import create_app  # the API package is optional at import time
+
+    app = create_app(services)
+    cfg = uvicorn.Config(
+        app,
+        host=services.config.http.host,
+        port=services.config.http.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+    return _Server(cfg)
+
+
+async def _retention_loop(services: Services) -> None:
+    interval = services.config.retention.interval_s
+    while True:
+        try:
+            deleted = await asyncio.to_thread(
+                services.storage.apply_retention, now_ms(services.clock)
+            )
+            if any(deleted.values()):
+                log.info("retention deleted %s", deleted)
+        except StorageError as exc:
+            log.error("retention failed: %s", exc)
+        await asyncio.sleep(interval)
+
+
+async def run(
+    config: AggregatorConfig,
+    *,
+    stop: asyncio.Event | None = None,
+    clock: Clock | None = None,
+    http: bool = True,
+) -> None:
+    """Run until `stop` is set or the process gets SIGTERM/SIGINT; shut down cleanly."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    services = build_services(config, clock=clock)
+    assert services.ingest is not None
+    server: _Server | None = None
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        services.ingest.start()
+        if http:
+            server = _http_server(services)
+            tasks.append(asyncio.create_task(server.serve(), name="http"))
+        tasks.append(asyncio.create_task(_retention_loop(services), name="retention"))
+        if services.alarms is not None:
+            tasks.append(asyncio.create_task(services.alarms.run(), name="alarms"))
+        log.info(
+            "aggregator running: broker %s:%d, http %s:%d, database %s",
+            config.broker.host,
+            config.broker.port,
+            config.http.host,
+            config.http.port,
+            config.database.path,
+        )
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            if t is not waiter and t.exception() is not None:
+                log.error("%s stopped: %s", t.get_name(), t.exception())
+        waiter.cancel()
+    finally:
+        if server is not None:
+            server.should_exit = True
+        for t in tasks:
+            if t.get_name() != "http":
+                t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(services.ingest.stop)
+        services.storage.close()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        log.info("aggregator stopped")
+
+
+__all__ = ["build_services", "run"]
