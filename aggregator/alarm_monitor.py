@@ -58,6 +58,14 @@ def alarm_of(record: AlarmRecord) -> Alarm | None:
     )
 
 
+def _presence(state: SiteState) -> bool | None:
+    """Online/offline from birth and death; None when neither was ever seen (a default state
+    is "unknown", not "dead")."""
+    if state.birth_ms is None and state.death_ms is None:
+        return None
+    return state.online
+
+
 class AlarmMonitor:
     """Holds every site's alarm state; persists raise/clear events through storage."""
 
@@ -127,11 +135,14 @@ class AlarmMonitor:
             if readings:
                 events += self._apply(evaluate_readings(self._state(site), readings, self.config))
             if site_state is not None:
+                last_seen = site_state.last_seen_ms
+                if readings:  # the site was heard just now, whatever the state says
+                    last_seen = now if last_seen is None else max(last_seen, now)
                 events += self._apply(
                     evaluate_status(
                         self._state(site),
-                        online=site_state.online,
-                        last_seen_ms=site_state.last_seen_ms,
+                        online=_presence(site_state),
+                        last_seen_ms=last_seen,
                         now_ms=now,
                         cfg=self.config,
                     )
@@ -157,8 +168,7 @@ class AlarmMonitor:
                     events += self._apply(
                         evaluate_status(
                             self._state(site),
-                            # A site never born has no death either: not "offline", just unknown.
-                            online=st.online if (st.birth_ms or st.death_ms) else None,
+                            online=_presence(st),
                             last_seen_ms=st.last_seen_ms,
                             now_ms=t,
                             cfg=self.config,

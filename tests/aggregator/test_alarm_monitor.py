@@ -118,3 +118,14 @@ async def test_run_checks_until_cancelled(storage: SqliteStorage) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def test_readings_with_unknown_presence_are_not_offline(storage: SqliteStorage) -> None:
+    """Ingest hands a default SiteState when it has seen no birth yet (after its restart)."""
+    clock = ManualClock(T / 1000 + 3600)
+    mon = AlarmMonitor(storage, clock=clock)
+    events = mon.on_stored("s1", [Reading(T, "meter", "mains_present", 1)], SiteState("s1"))
+    assert events == []
+    assert mon.check() == []  # heard at the time of the call: not silent either
+    clock.advance(301)
+    assert [e.alarm.kind for e in mon.check()] == [AlarmKind.SITE_OFFLINE]
