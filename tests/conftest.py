@@ -12,7 +12,7 @@ from simulators.broker import Broker, mosquitto_available
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 
-pytest_plugins = ["tests.support.modbus_fixtures"]
+pytest_plugins = ["tests.support.modbus_fixtures", "tests.support.delivery_fixtures"]
 
 requires_mosquitto = pytest.mark.skipif(
     not mosquitto_available(), reason="mosquitto is not installed"
