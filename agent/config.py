@@ -63,7 +63,17 @@ class SiteSection(_Frozen):
     id: str = Field(min_length=1, max_length=64)
     timezone: str = DEFAULT_TZ
     key_file: ConfigPath
-    aggregator_keys: tuple[str, ...] = Field(min_length=1, max_length=2)
+    aggregator_keys: tuple[str, ...] = Field((), max_length=2)
+    aggregator_key_files: tuple[ConfigPath, ...] = Field((), max_length=2)
+
+    def pinned_keys(self) -> tuple[str, ...]:
+        """The aggregator public keys (hex) to trust: listed, then read from the key files."""
+        keys = list(self.aggregator_keys)
+        for path in self.aggregator_key_files:
+            found = read_key_file(path)
+            if found is not None and found not in keys:
+                keys.append(found)
+        return tuple(keys)
 
 
 class BrokerConfig(_Frozen):
@@ -237,6 +247,19 @@ class SiteConfig(_Frozen):
         return [d for d, dev in self.devices.items() if dev.kind is kind and dev.enabled]
 
 
+_HEX_KEY_RE = re.compile(r"\b[0-9a-fA-F]{64}\b")
+
+
+def read_key_file(path: Path) -> str | None:
+    """The first 64-hex-digit token of a file (`sitewatt-aggregator keys show` output works)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    m = _HEX_KEY_RE.search(text)
+    return m.group(0).lower() if m else None
+
+
 def resolve_profile(profile: str, profiles_dir: Path, source: Path | None = None) -> Path:
     """`name` → profiles_dir/name.toml; anything with a slash or a .toml suffix is a path."""
     if "/" in profile or profile.endswith(".toml"):
@@ -266,6 +289,18 @@ def _problems(cfg: SiteConfig) -> Iterator[str]:
             yield f"site.aggregator_keys[{i}]: {exc}"
     if len(set(s.aggregator_keys)) != len(s.aggregator_keys):
         yield "site.aggregator_keys: the same key is listed twice"
+    for i, path in enumerate(s.aggregator_key_files):
+        if not path.is_file():
+            yield (
+                f"site.aggregator_key_files[{i}]: no such file {path} "
+                "(write it with `sitewatt-aggregator keys show > FILE`)"
+            )
+        elif read_key_file(path) is None:
+            yield f"site.aggregator_key_files[{i}]: {path} holds no 64-hex-digit public key"
+    if not s.aggregator_keys and not s.aggregator_key_files:
+        yield "site.aggregator_keys: pin at least one aggregator public key (or key file)"
+    elif len(s.aggregator_keys) + len(s.aggregator_key_files) > 2:
+        yield "site.aggregator_keys: at most two aggregator keys (old and new during a rotation)"
 
     yield from _broker_problems(cfg.broker)
 
@@ -467,5 +502,6 @@ __all__ = [
     "SiteSection",
     "load_config",
     "parse_config",
+    "read_key_file",
     "resolve_profile",
 ]

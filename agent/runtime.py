@@ -97,7 +97,7 @@ class Agent:
         self._rng = rng or random.Random()
         self.profiles = dict(profiles) if profiles is not None else load_device_profiles(config)
         self.identity = identity or load_identity(
-            config.site_id, config.site.key_file, config.site.aggregator_keys
+            config.site_id, config.site.key_file, config.site.pinned_keys()
         )
         self.outbox = Outbox(config.outbox.path, limits=outbox_limits(config))
         self.audit = AuditLog(config.outbox.path)

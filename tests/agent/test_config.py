@@ -89,7 +89,6 @@ host = "127.0.0.1"
             "devices.battery.poll_interval_s:",
         ),
         (lambda d: d["site"].pop("key_file"), "site.key_file: required but missing"),
-        (lambda d: d["site"].update(aggregator_keys=[]), "site.aggregator_keys:"),
         (lambda d: d["site"].update(aggregator_keys=["ab", "cd", "ef"]), "site.aggregator_keys:"),
         (lambda d: d.update(broker={"port": 70000}), "broker.port:"),
         (lambda d: d.update(devices={}), "devices:"),
@@ -109,6 +108,11 @@ def test_field_errors_name_the_key(
     [
         (lambda d: d["site"].update(id="site/1"), "site.id:"),
         (lambda d: d["site"].update(timezone="Mars/Olympus"), "site.timezone:"),
+        (lambda d: d["site"].update(aggregator_keys=[]), "site.aggregator_keys: pin at least"),
+        (
+            lambda d: d["site"].update(aggregator_key_files=["agg.pub"]),
+            "site.aggregator_key_files[0]: no such file",
+        ),
         (lambda d: d["site"].update(aggregator_keys=["zz"]), "site.aggregator_keys[0]:"),
         (
             lambda d: d["devices"]["battery"].update(serial="/dev/ttyS0"),
@@ -177,3 +181,17 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
     bad.write_text("[site\nid=1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_aggregator_key_file(base: dict[str, Any], tmp_path: Path) -> None:
+    other = public_key_hex(generate_key())
+    (tmp_path / "agg.pub").write_text(f"public key: {other}\nkid:        0123456789abcdef\n")
+    data = copy.deepcopy(base)
+    data["site"]["aggregator_key_files"] = ["agg.pub"]
+    cfg = parse_config(data, base=tmp_path)
+    assert cfg.site.pinned_keys() == (AGG_KEY, other)
+    data["site"]["aggregator_keys"] = [AGG_KEY, other]
+    assert "at most two" in str(problems(data, tmp_path))
+    (tmp_path / "agg.pub").write_text("nothing here")
+    data["site"]["aggregator_keys"] = []
+    assert "holds no 64-hex-digit public key" in str(problems(data, tmp_path))
