@@ -9,6 +9,7 @@ config/site.toml is the commented example.
 from __future__ import annotations
 
 import math
+import os
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -46,7 +47,7 @@ def _resolve(value: Path, info: ValidationInfo) -> Path:
     value = value.expanduser()
     if value.is_absolute() or base is None:
         return value
-    return Path(base) / value
+    return Path(os.path.normpath(Path(base) / value))
 
 
 ConfigPath = Annotated[Path, AfterValidator(_resolve)]
