@@ -7,7 +7,6 @@ import asyncio
 import os
 import re
 import stat
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
