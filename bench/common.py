@@ -332,3 +332,74 @@ def machine() -> dict[str, Any]:
 
 if __name__ == "__main__":
     print(json.dumps(machine(), indent=2))
+
+
+# -- a receipting subscriber in its own process ----------------------------------------------
+
+
+@dataclass
+class ReceiverProc:
+    """tests/support/receiver.py run as a subprocess: verifies, dedupes, stores in its own
+    SQLite and receipts, standing in for the aggregator's ingest where that is not measured."""
+
+    proc: Any
+    db: Path
+
+    @property
+    def pid(self) -> int:
+        return int(self.proc.pid)
+
+    def stored_readings(self) -> int:
+        import sqlite3
+
+        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
+        try:
+            return int(conn.execute("SELECT coalesce(sum(n), 0) FROM batches").fetchone()[0])
+        finally:
+            conn.close()
+
+
+@contextlib.contextmanager
+def receiver(
+    broker: Broker, workdir: Path, aggregator_key: Any, site_keys: dict[str, Any]
+) -> Iterator[ReceiverProc]:
+    """Start the receipting subscriber for `site_keys` (site -> private key) on `broker`."""
+    import subprocess
+    import sys
+
+    from protocols.keys import public_key_hex, save_private_key
+
+    key_file = workdir / "aggregator.key"
+    if not key_file.exists():
+        save_private_key(aggregator_key, key_file)
+    db = workdir / f"receiver-{len(list(workdir.glob('receiver-*.db')))}.db"
+    argv = [
+        sys.executable,
+        "-m",
+        "tests.support.receiver",
+        "--port",
+        str(broker.port),
+        "--db",
+        str(db),
+        "--aggregator-key",
+        str(key_file),
+        "--client-id",
+        f"bench-receiver-{os.getpid()}-{db.stem}",
+    ]
+    for site, key in site_keys.items():
+        argv += ["--site", f"{site}={public_key_hex(key)}"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if b"ready" not in line:
+            raise RuntimeError(f"receiver did not start (exit {proc.poll()})")
+        yield ReceiverProc(proc, db)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
