@@ -21,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 
 from aggregator.api.deps import ApiServices
 from aggregator.api.routes import alarms, commands, health, readings, sites, tokens
+from aggregator.dashboard import mount_dashboard
 from aggregator.errors import (
     CommandError,
     SiteError,
@@ -93,6 +94,7 @@ def create_app(
         if templates_dir is not None and templates_dir.is_dir()
         else None
     )
+    mount_dashboard(app)  # the web dashboard: pages under /ui/, `/` redirects there
     return app
 
 
