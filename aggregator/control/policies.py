@@ -9,12 +9,11 @@ every layer is also validated on its own, so an error names the file (or API sco
 
 Layer files live in `control.policies_dir` (`config/policies/*.toml`):
 
+    tariff = "shanghai-two-part"   # top-level keys first (TOML puts later ones in a table)
     [scope]
     kind = "group"             # default | group | site
     name = "east"              # group name (a region, or a named group) or site id
     sites = ["s7", "s9"]       # optional members of a named group
-    # then any policy keys:
-    tariff = "shanghai-two-part"
     [peak_shaving]
     backup_hours = 4
     [dormant]
