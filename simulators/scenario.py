@@ -230,7 +230,13 @@ class SiteScenario(_Cfg):
         for f in self.faults:
             if f.device not in keys:
                 raise ValueError(f"faults: device {f.device!r} is not one of {sorted(keys)}")
-        self.site_spec(0.0)  # the equipment must fit together (raises ValueError)
+        try:
+            self.site_spec(0.0)  # the equipment must fit together
+        except ValidationError as exc:
+            msgs = "; ".join(
+                str(e.get("msg", "")).removeprefix("Value error, ") for e in exc.errors()
+            )
+            raise ValueError(f"site: {msgs}") from None
         return self
 
     def endpoints(self) -> dict[DeviceKind, EndpointCfg]:

@@ -137,8 +137,9 @@ class _UnitContext:
 
     def fault_for(self, unit: int) -> Fault | None:
         dev = self.units.get(unit)
-        if dev is None:
+        if dev is None or dev.name not in self.faults.faults:
             return None
+        dev.site.sync()  # scenario faults run on simulated time: bring it up to date first
         return self.faults.active(dev.name, time.monotonic(), dev.site.now)
 
     async def async_getValues(
