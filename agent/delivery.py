@@ -192,8 +192,11 @@ class Delivery:
                     log.info("%s: connected after %d attempts", self.identity.site, attempt + 1)
                 attempt = 0
                 self.counters.connects += 1
+                reason: str | None = None
                 try:
                     await self._session(link)
+                except LinkError as exc:  # e.g. a subscription refused: drop it, start over
+                    reason = str(exc)
                 finally:
                     self._link = None
                     self._sent_at.clear()
@@ -203,7 +206,8 @@ class Delivery:
                     link.abort()
                 if not self._stopping.is_set():
                     attempt = 1
-                    log.warning("%s: link lost (%s)", self.identity.site, link.close_reason)
+                    reason = reason or link.close_reason
+                    log.warning("%s: link lost (%s)", self.identity.site, reason)
                     await self._sleep_or_stop(
                         reconnect_delay(self.policy, attempt, self._rng.random())
                     )

@@ -82,7 +82,8 @@ class MqttLink:
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
-            clean_session=settings.clean_session,
+            # A persistent session needs a stable id; without one, the session is clean.
+            clean_session=settings.clean_session or not settings.client_id,
             protocol=mqtt.MQTTv311,
         )
         c.max_inflight_messages_set(settings.max_inflight)

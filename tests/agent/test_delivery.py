@@ -15,6 +15,7 @@ from protocols import envelope, messages
 from protocols.clock import SystemClock
 from protocols.keys import generate_key
 from protocols.topics import Topics
+from protocols.types import Reading
 from simulators.broker import Broker
 from tests.support.delivery_driver import reading
 from tests.support.delivery_fixtures import (
@@ -295,4 +296,20 @@ async def test_broker_outage_loses_and_duplicates_nothing(
         await until(lambda: outbox.stats().depth == 0 and not outbox.batches(), 15, "receipts")
     every_value_once(receiver, n)
     assert delivery.counters.connects >= 2
+    outbox.close()
+
+
+async def test_backlog_batches_are_marked_historical(
+    mosquitto: Broker, receiver: Receiver, site_keys: Keys, tmp_path: Path
+) -> None:
+    now = int(time.time() * 1000)
+    outbox = Outbox(tmp_path / "agent.db", limits=UNBOUNDED)
+    old = [Reading(now - 3_600_000 + i, "bat", "soc", i) for i in range(FAST.batch_max_readings)]
+    outbox.append(old)
+    outbox.append([Reading(now + i, "bat", "soc", 1000 + i) for i in range(10)])
+    delivery = Delivery(settings(mosquitto), site_keys.identity(), outbox, SystemClock())
+    async with running(delivery):
+        await wait_receiver(receiver, lambda r: r.stored_readings >= len(old) + 10, 10)
+    rows = receiver.query("SELECT n, hist FROM batches ORDER BY seq")
+    assert rows == [(len(old), 1), (10, 0)]  # the hour-old batch fills history only
     outbox.close()

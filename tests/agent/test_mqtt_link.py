@@ -1,0 +1,267 @@
+"""The MQTT link against a real mosquitto: QoS 1 round trips, TLS with per-site credentials,
+refusals, the will, and a lost broker failing what was in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from agent.delivery import Delivery
+from agent.errors import LinkError
+from agent.mqtt_link import Incoming, LinkSettings, MqttLink, Will
+from agent.outbox import Outbox
+from protocols.clock import SystemClock
+from simulators.broker import Broker, free_port, mosquitto_available, wait_port
+from tests.support.delivery_driver import reading
+from tests.support.delivery_fixtures import SITE, UNBOUNDED, Keys, running, settings, until
+from tests.support.receiver import Receiver
+
+
+async def next_message(link: MqttLink, timeout: float = 5.0) -> Incoming:
+    return await asyncio.wait_for(link.incoming.get(), timeout)
+
+
+def plain(broker: Broker, client_id: str = "") -> LinkSettings:
+    return LinkSettings(host=broker.host, port=broker.port, client_id=client_id, keepalive_s=5)
+
+
+async def test_qos1_round_trip_many_in_flight(mosquitto: Broker) -> None:
+    async with MqttLink(plain(mosquitto, "link-a")) as link:
+        await link.subscribe(["t/echo"])
+        futures = [link.publish("t/echo", f"m{i}".encode()) for i in range(500)]
+        await asyncio.wait_for(asyncio.gather(*futures), 10)  # every PUBACK arrived
+        got = [(await next_message(link)).payload for _ in range(500)]
+    assert got == [f"m{i}".encode() for i in range(500)]  # in order, none lost
+    assert link.closed.is_set() and not link.is_connected
+
+
+async def test_lost_broker_fails_in_flight_and_closes(mosquitto: Broker) -> None:
+    link = MqttLink(plain(mosquitto, "link-b"))
+    await link.connect()
+    mosquitto.stop(kill=True)
+    await asyncio.wait_for(link.closed.wait(), 10)
+    fut = link.publish("t/x", b"late")
+    with pytest.raises(LinkError):
+        await fut
+    assert link.close_reason is not None
+
+
+async def test_connect_refused_when_nothing_listens() -> None:
+    link = MqttLink(LinkSettings(port=free_port(), connect_timeout_s=2))
+    with pytest.raises(LinkError):
+        await link.connect()
+    assert link.closed.is_set()
+
+
+async def test_will_is_published_when_the_link_vanishes(mosquitto: Broker) -> None:
+    async with MqttLink(plain(mosquitto, "watcher")) as watcher:
+        await watcher.subscribe(["t/state"])
+        doomed = MqttLink(plain(mosquitto, "doomed"), will=Will("t/state", b"gone", retain=True))
+        await doomed.connect()
+        doomed.abort()
+        msg = await next_message(watcher, 10)
+    assert msg.payload == b"gone"
+
+
+async def test_clean_disconnect_sends_no_will(mosquitto: Broker) -> None:
+    async with MqttLink(plain(mosquitto, "watcher2")) as watcher:
+        await watcher.subscribe(["t/state2"])
+        async with MqttLink(plain(mosquitto, "polite"), will=Will("t/state2", b"gone")) as polite:
+            await polite.publish("t/state2", b"bye")
+        assert (await next_message(watcher)).payload == b"bye"
+        # A marker published after the clean disconnect arrives next: no will in between.
+        await watcher.publish("t/state2", b"marker")
+        assert (await next_message(watcher)).payload == b"marker"
+
+
+# -- TLS and per-site credentials ------------------------------------------------------------
+
+
+@dataclass
+class Pki:
+    ca: Path
+    cert: Path
+    key: Path
+    other_ca: Path
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    ca_key, ca = _ca("sitewatt test CA")
+    _, other = _ca("someone else's CA")
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    d = tmp_path / "pki"
+    d.mkdir()
+    (d / "ca.pem").write_bytes(_pem(ca))
+    (d / "other.pem").write_bytes(_pem(other))
+    (d / "server.pem").write_bytes(_pem(cert))
+    (d / "server.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    return Pki(d / "ca.pem", d / "server.pem", d / "server.key", d / "other.pem")
+
+
+@dataclass
+class TlsBroker(Broker):
+    """mosquitto with a plain anonymous listener (for the test's receiver) and a TLS listener
+    that requires a username and password (for the agent)."""
+
+    tls_port: int = 0
+    pki: Pki | None = None
+    passwd: Path | None = None
+
+    def config_text(self) -> str:
+        assert self.pki is not None and self.passwd is not None
+        return (
+            "per_listener_settings true\n"
+            "user root\n"  # stay who we are when run as root: the files here are ours, 0600
+            "persistence false\n"
+            "log_dest stderr\nlog_type error\nlog_type warning\n"
+            f"listener {self.port} {self.host}\n"
+            "allow_anonymous true\n"
+            f"listener {self.tls_port} {self.host}\n"
+            f"cafile {self.pki.ca}\ncertfile {self.pki.cert}\nkeyfile {self.pki.key}\n"
+            "allow_anonymous false\n"
+            f"password_file {self.passwd}\n"
+        )
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path, pki: Pki) -> Iterator[TlsBroker]:
+    if not mosquitto_available():
+        pytest.skip("mosquitto is not installed")
+    passwd = tmp_path / "passwd"
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(passwd), f"site-{SITE}", "s3cret"],
+        check=True,
+        capture_output=True,
+    )
+    passwd.chmod(0o600)
+    b = TlsBroker(workdir=tmp_path / "mq-tls", tls_port=free_port(), pki=pki, passwd=passwd)
+    b.start()
+    wait_port(b.host, b.tls_port, 10, proc=b.proc)
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+def tls(
+    b: TlsBroker, pki: Pki, *, password: str = "s3cret", ca: Path | None = None
+) -> LinkSettings:
+    return LinkSettings(
+        host="127.0.0.1",
+        port=b.tls_port,
+        client_id=f"agent-{SITE}",
+        username=f"site-{SITE}",
+        password=password,
+        tls=True,
+        ca_file=ca or pki.ca,
+        keepalive_s=5,
+        connect_timeout_s=5,
+    )
+
+
+async def test_tls_with_credentials_round_trip(tls_broker: TlsBroker, pki: Pki) -> None:
+    async with MqttLink(tls(tls_broker, pki)) as link:
+        await link.subscribe(["t/tls"])
+        await asyncio.wait_for(
+            asyncio.gather(*(link.publish("t/tls", bytes([i])) for i in range(200))), 10
+        )
+        got = [(await next_message(link)).payload for _ in range(200)]
+    assert got == [bytes([i]) for i in range(200)]
+
+
+async def test_tls_wrong_password_is_refused(tls_broker: TlsBroker, pki: Pki) -> None:
+    with pytest.raises(LinkError, match="refused"):
+        await MqttLink(tls(tls_broker, pki, password="wrong")).connect()
+
+
+async def test_tls_untrusted_server_is_refused(tls_broker: TlsBroker, pki: Pki) -> None:
+    with pytest.raises(LinkError):
+        await MqttLink(tls(tls_broker, pki, ca=pki.other_ca)).connect()
+
+
+async def test_delivery_over_tls_with_site_credentials(
+    tls_broker: TlsBroker, pki: Pki, site_keys: Keys, tmp_path: Path
+) -> None:
+    rx = Receiver(
+        host=tls_broker.host,
+        port=tls_broker.port,
+        db_path=tmp_path / "rx.db",
+        aggregator_key=site_keys.aggregator_key,
+        site_keys={SITE: site_keys.site_key.public_key()},
+    ).start()
+    try:
+        outbox = Outbox(tmp_path / "agent.db", limits=UNBOUNDED)
+        s = settings(tls_broker)
+        delivery = Delivery(
+            type(s)(link=tls(tls_broker, pki), policy=s.policy, idle_tick_s=s.idle_tick_s),
+            site_keys.identity(),
+            outbox,
+            SystemClock(),
+        )
+        async with running(delivery):
+            outbox.append([reading(i) for i in range(2000)])
+            delivery.wake()
+            await asyncio.to_thread(rx.wait_for, lambda r: r.stored_readings >= 2000, 20)
+            await until(lambda: outbox.stats().depth == 0, 10, "receipts over TLS")
+        assert sorted(rx.values(SITE)) == list(range(2000))
+        outbox.close()
+    finally:
+        rx.stop()
