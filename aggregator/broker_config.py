@@ -70,8 +70,9 @@ def acl_text(prefix: str, aggregator_user: str = AGGREGATOR_USER) -> str:
     return (
         "# sitewatt broker ACL (written by `sitewatt-aggregator broker-config`).\n"
         "# Site users are named after their site id; %u is the connecting username.\n"
-        "# Rules before any `user` line apply to every user.\n"
-        f"topic read {p}/aggregator/state\n"
+        "# `pattern` lines apply to every user (`topic` lines before any `user` line would\n"
+        "# apply to anonymous clients only).\n"
+        f"pattern read {p}/aggregator/state\n"
         f"pattern write {p}/%u/telemetry\n"
         f"pattern write {p}/%u/state\n"
         f"pattern write {p}/%u/ack\n"
@@ -93,9 +94,12 @@ def conf_text(
     ca_file: Path | None,
     cert_file: Path | None,
     key_file: Path | None,
+    run_as: str | None = None,
 ) -> str:
     lines = [
         "# mosquitto config for sitewatt (written by `sitewatt-aggregator broker-config`).",
+        "# The password file, server key and data directory must be readable by the user",
+        "# mosquitto runs as (it drops root privileges to `mosquitto` unless `user` says else).",
         "per_listener_settings false",
         "allow_anonymous false",
         f"password_file {out / 'passwd'}",
@@ -109,12 +113,14 @@ def conf_text(
         "max_queued_bytes 0",
         "# Messages in flight to one client before acks: ingest acks after each commit.",
         "max_inflight_messages 1000",
-        "message_size_limit 4194304",
+        "max_packet_size 4194304",
         "log_dest stderr",
         "log_type error",
         "log_type warning",
         "log_type notice",
     ]
+    if run_as is not None:
+        lines.append(f"user {run_as}")
     if tls_port is not None:
         assert ca_file and cert_file and key_file
         lines += [
@@ -231,6 +237,7 @@ def write_broker_config(
     tls_generate: bool = False,
     hostnames: Sequence[str] = ("localhost", "127.0.0.1"),
     plain_port: int | None = None,
+    run_as: str | None = None,
 ) -> BrokerFiles:
     """Write the broker's files into `out` (see the module docstring)."""
     out = Path(out).resolve()
@@ -285,6 +292,7 @@ def write_broker_config(
                 ca_file=ca_file,
                 cert_file=cert_file,
                 key_file=key_file,
+                run_as=run_as,
             )
         )
     except OSError as exc:

@@ -365,7 +365,10 @@ class Ingest:
         states: list[tuple[messages.SiteState, int]] = []
         acks: list[tuple[messages.Ack, int]] = []
         metrics = self.metrics
+        own_state = self.topics.aggregator_state()
         for m in group:
+            if m.topic == own_state:
+                continue  # our own retained state, matched by the `{p}/+/state` filter
             kind = m.topic.rsplit("/", 1)[-1]
             self.stats.messages_in += 1
             if metrics is not None:

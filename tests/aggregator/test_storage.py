@@ -283,7 +283,12 @@ def test_losses_and_last_seen(store: SqliteStorage) -> None:
     assert store.site_state("S1").last_seen_ms == T0 + 5
     store.put_site_state(SiteState("S1", True, "b2", "0.1", {"bat": "lf48"}, birth_ms=T0))
     st = store.site_state("S1")
-    assert (st.online, st.boot, st.devices, st.last_seen_ms) == (True, "b2", {"bat": "lf48"}, T0 + 5)
+    assert (st.online, st.boot, st.devices, st.last_seen_ms) == (
+        True,
+        "b2",
+        {"bat": "lf48"},
+        T0 + 5,
+    )
     assert [s.site for s in store.site_states()] == ["S1"]
 
 
