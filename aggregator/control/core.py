@@ -276,8 +276,8 @@ def dr_site(x: SiteInputs, st: SiteState, s: ControlSettings) -> DrSite:
     p = x.policy.peak_shaving
     above = dispatchable_wh(
         st.soc_pct,
-        st.capacity_wh,
         st.load_w,
+        st.capacity_wh,
         backup_hours=p.backup_hours,
         floor_pct=p.floor_pct,
         efficiency=p.efficiency,
