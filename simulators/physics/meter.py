@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from simulators.physics.noise import smooth
+from simulators.physics.noise import SmoothNoise
 from simulators.spec import MeterSpec
 
 
@@ -19,6 +19,12 @@ class GridMeter:
     current_a: float = 0.0
     frequency_hz: float = 0.0
     power_factor: float = 0.0
+    _v_noise: SmoothNoise = field(init=False, repr=False)
+    _f_noise: SmoothNoise = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._v_noise = SmoothNoise(self.seed, 300.0)
+        self._f_noise = SmoothNoise(self.seed + 1, 60.0)
 
     def step(self, dt: float, t: float, *, mains: bool, power_w: float) -> None:
         """Record `power_w` drawn from the grid for `dt` seconds (0 without mains)."""
@@ -27,8 +33,8 @@ class GridMeter:
         self.import_power_w = p
         self.import_energy_kwh += p * dt / 3.6e6
         if mains:
-            self.voltage_v = self.spec.voltage_v * (1.0 + 0.02 * smooth(self.seed, t, 300.0))
-            self.frequency_hz = 50.0 + 0.03 * smooth(self.seed + 1, t, 60.0)
+            self.voltage_v = self.spec.voltage_v * (1.0 + 0.02 * self._v_noise(t))
+            self.frequency_hz = 50.0 + 0.03 * self._f_noise(t)
             self.power_factor = 0.97
             self.current_a = p / (self.voltage_v * self.power_factor)
         else:

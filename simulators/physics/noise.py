@@ -39,4 +39,26 @@ def smooth(seed: int, t: float, period_s: float) -> float:
     return a + (b - a) * w
 
 
-__all__ = ["hash64", "smooth", "uniform"]
+class SmoothNoise:
+    """`smooth(seed, t, period_s)` with the two surrounding knots cached: same values, cheaper."""
+
+    __slots__ = ("_a", "_b", "_k", "period_s", "seed")
+
+    def __init__(self, seed: int, period_s: float) -> None:
+        self.seed = seed
+        self.period_s = period_s
+        self._k = -(1 << 62)
+        self._a = self._b = 0.0
+
+    def __call__(self, t: float) -> float:
+        x = t / self.period_s
+        k = math.floor(x)
+        if k != self._k:
+            self._k = k
+            self._a = uniform(self.seed, k) * 2.0 - 1.0
+            self._b = uniform(self.seed, k + 1) * 2.0 - 1.0
+        w = (1.0 - math.cos(math.pi * (x - k))) / 2.0
+        return self._a + (self._b - self._a) * w
+
+
+__all__ = ["SmoothNoise", "hash64", "smooth", "uniform"]

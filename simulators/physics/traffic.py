@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from simulators.physics.localtime import LocalHour
-from simulators.physics.noise import smooth, uniform
+from simulators.physics.noise import SmoothNoise, uniform
 from simulators.spec import ChannelSpec, LoadKind, SavingLevel, TrafficProfile, TrafficSpec
 
 # Fraction of the daily peak at each local hour 0..23 (operators' published day curves:
@@ -69,7 +69,6 @@ class TrafficCurve:
 
     def __init__(self, spec: TrafficSpec, *, seed: int, local: LocalHour) -> None:
         self.spec = spec
-        self._seed = seed
         self._local = local
         base = CURVES[spec.profile]
         lo = min(base)
@@ -77,6 +76,7 @@ class TrafficCurve:
         self._curve = tuple(nf + (v - lo) * (1.0 - nf) / (1.0 - lo) for v in base)
         self._shift_h = (uniform(seed, 101) - 0.5) * 4.0 / 3.0
         self._amplitude = 0.9 + 0.2 * uniform(seed, 102)
+        self._noise = SmoothNoise(seed, 900.0)
 
     def base(self, hour: float) -> float:
         """The profile's fraction at a local hour, linearly interpolated between hours."""
@@ -90,7 +90,7 @@ class TrafficCurve:
     def at(self, t: float) -> float:
         hour = self._local.hour(t) - self._shift_h
         v = self.base(hour) * self._amplitude
-        v *= 1.0 + self.spec.noise * smooth(self._seed, t, 900.0)
+        v *= 1.0 + self.spec.noise * self._noise(t)
         return min(1.1, max(0.02, v))
 
 

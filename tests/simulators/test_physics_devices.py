@@ -261,3 +261,23 @@ def test_heat_wave_with_ac_off_raises_high_temperature_alarm() -> None:
     m.aircon.on = True
     m.advance_to(T0 + 24 * H)
     assert not m.aircon.alarm_high_temp
+
+
+def test_dc_aircon_behind_a_breaker_channel() -> None:
+    from simulators.spec import BreakerSpec, ChannelSpec, LoadKind, default_channels
+
+    channels = (*default_channels()[:7], ChannelSpec(name="dc_aircon", kind=LoadKind.AIRCON))
+    spec = SiteSpec(
+        breaker=BreakerSpec(channels=channels),
+        aircon=AirconSpec(supply="dc", cooling_w=3000, initial_room_c=32.0),
+    )
+    m = SiteModel(spec, start=T0 + 12 * H)
+    m.advance_to(m.t + 60)
+    assert m.aircon.compressor and m.aircon.power_w > 500
+    # The AC is a DC load now: on the breaker's channel 8, not on the meter directly.
+    assert m.breaker.channels[7].power_w == pytest.approx(m.aircon.power_w)
+    assert m.totals.aircon_kwh > 0
+    m.breaker.command(7, close=False)
+    m.advance_to(m.t + 120)
+    assert m.aircon.power_w == 0.0 and not m.aircon.powered
+    assert m.breaker.channels[7].power_w == 0.0
