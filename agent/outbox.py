@@ -24,13 +24,14 @@ loss report itself is signed, receipted and re-sent like telemetry, and never si
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import OutboxError
-from protocols.types import Quality, Reading
+from protocols.types import Quality, Reading, Value
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox_readings (
@@ -211,10 +212,16 @@ class Outbox:
     # -- the hot path -----------------------------------------------------------------------
 
     def append(self, readings: Sequence[Reading]) -> None:
-        """Store `readings` durably, in one transaction. Once this returns, they are taken."""
+        """Store `readings` durably, in one transaction. Once this returns, they are taken.
+
+        A NaN or infinite value is stored as None with quality BAD_VALUE: SQLite cannot keep a
+        NaN, and the wire refuses one (it would make its whole batch undeliverable).
+        """
         if not readings:
             return
         rows = [(r[0], r[1], r[2], r[3], int(r[4]), r[3].__class__ is bool) for r in readings]
+        if any(r[3].__class__ is float and not math.isfinite(r[3]) for r in rows):
+            rows = [_finite(row) for row in rows]
         try:
             with self._tx():
                 self._conn.executemany(_INSERT_READING, rows)
@@ -529,6 +536,19 @@ class Outbox:
             "ON CONFLICT(key) DO UPDATE SET value = coalesce(value, 0) + excluded.value",
             (key, delta),
         )
+
+
+_BAD_VALUE = int(Quality.BAD_VALUE)
+
+
+_Row = tuple[int, str, str, Value, int, bool]
+
+
+def _finite(row: _Row) -> _Row:
+    v = row[3]
+    if isinstance(v, float) and not math.isfinite(v):
+        return (row[0], row[1], row[2], None, _BAD_VALUE, False)
+    return row
 
 
 class _Transaction:

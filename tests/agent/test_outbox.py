@@ -240,3 +240,13 @@ def test_seal_failure_leaves_readings_pending(db: Path) -> None:
         with pytest.raises(RuntimeError):
             ob.form_batch(broken, now_ms=1, max_readings=10)
         assert ob.pending_readings() == 5 and ob.stats().last_seq == 0
+
+
+def test_non_finite_values_are_stored_as_bad_value(db: Path) -> None:
+    seal = Sealer()
+    with Outbox(db, limits=UNBOUNDED) as ob:
+        ob.append([Reading(1, "d", "p", float("nan")), Reading(2, "d", "p", float("-inf"))])
+        ob.append([Reading(3, "d", "p", 1.5)])
+        ob.form_batch(seal, now_ms=0, max_readings=10)
+    got = [(r.value, r.quality) for r in seal.drafts[0].readings]
+    assert got == [(None, Quality.BAD_VALUE), (None, Quality.BAD_VALUE), (1.5, Quality.GOOD)]

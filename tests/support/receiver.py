@@ -79,6 +79,7 @@ class Receiver:
         self.stored_readings = 0
         self.duplicates = 0
         self.receipts_sent = 0
+        self.first_stored_at: float | None = None  # time.monotonic() of the first new batch
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._connected = threading.Event()
@@ -275,6 +276,8 @@ class Receiver:
             raise
         with self._cond:
             if fresh:
+                if self.first_stored_at is None:
+                    self.first_stored_at = time.monotonic()
                 self.stored_batches += 1
                 self.stored_readings += n
             else:
