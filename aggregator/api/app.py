@@ -20,7 +20,16 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from aggregator.api.deps import ApiServices
-from aggregator.api.routes import alarms, commands, health, readings, sites, tokens
+from aggregator.api.routes import (
+    alarms,
+    commands,
+    control,
+    health,
+    readings,
+    reports,
+    sites,
+    tokens,
+)
 from aggregator.dashboard import mount_dashboard
 from aggregator.errors import (
     CommandError,
@@ -81,7 +90,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.services = services
-    for module in (health, sites, readings, alarms, commands, tokens):
+    for module in (health, sites, readings, alarms, commands, tokens, control, reports):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.metrics_router)
     app.add_exception_handler(SiteError, _site_error)
