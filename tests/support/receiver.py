@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -207,6 +208,9 @@ class Receiver:
     ) -> None:
         if rc.is_failure:
             return
+        sock = client.socket()
+        if isinstance(sock, socket.socket):  # no Nagle: a PUBACK then a receipt, at once
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.subscribe(self.topics.all_sites(TopicKind.TELEMETRY), qos=1)
         if self._online is not None:
             # Our will may have replaced the retained state while we were away (a broker restart
