@@ -30,7 +30,7 @@ from rich.table import Table
 from protocols.profiles import Profile, load_profile
 from protocols.profiles import Table as RegTable
 from protocols.types import Quality, Reading, Value
-from simulators.broker import Broker, mosquitto_available
+from simulators.broker import Broker, free_port, mosquitto_available
 
 REPO = Path(__file__).resolve().parent.parent
 console = Console(stderr=False, highlight=False, width=110)
@@ -403,3 +403,145 @@ def receiver(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+# -- the simulated site and the agent's config -----------------------------------------------
+
+SIM_SITE_TOML = REPO / "config" / "sim-site.toml"
+SITE_TOML = REPO / "config" / "site.toml"
+DEVICE_PORT_ORDER = ("rectifier", "battery", "aircon", "breaker", "meter")
+
+
+def free_port_range(n: int) -> int:
+    """A port base such that base .. base+n-1 are all free on loopback right now."""
+    import socket
+
+    for _ in range(200):
+        base = free_port()
+        if base + n >= 65535:
+            continue
+        ok = True
+        for p in range(base, base + n):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free port range")
+
+
+def venv_script(name: str) -> str:
+    """A console script installed next to this interpreter (sitewatt-sim, sitewatt-agent…)."""
+    import sys
+
+    return str(Path(sys.executable).parent / name)
+
+
+@dataclass
+class Proc:
+    """A child process we started; `stop()` ends exactly it."""
+
+    proc: Any
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return int(self.proc.pid)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+
+
+@contextlib.contextmanager
+def sim_site(workdir: Path, *, config: Path = SIM_SITE_TOML, speed: float = 1.0) -> Iterator[Proc]:
+    """`sitewatt-sim site` in its own process on five free loopback ports (port-per-device)."""
+    import subprocess
+
+    from simulators.broker import wait_port
+
+    base = free_port_range(5)
+    log = open(workdir / "sim-site.log", "ab")  # noqa: SIM115 - lives with the process
+    proc = subprocess.Popen(
+        [venv_script("sitewatt-sim"), "site", "--config", str(config), "--port-base", str(base),
+         "--no-control", "--no-live", "--speed", str(speed)],
+        cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    log.close()
+    p = Proc(proc, {k: base + i for i, k in enumerate(DEVICE_PORT_ORDER)})
+    try:
+        for port in p.ports.values():
+            wait_port("127.0.0.1", port, 30, proc=proc)
+        yield p
+    finally:
+        p.stop()
+
+
+def agent_toml(
+    workdir: Path,
+    *,
+    device_ports: dict[str, int],
+    broker_port: int,
+    aggregator_pub_hex: str,
+    site_key: Any,
+    site_id: str = "sim-site-1",
+    poll_interval_s: float | None = None,
+    max_interval_s: float | None = None,
+    drain_jitter_max_s: float = 0.0,
+    gateway: bool = True,
+) -> Path:
+    """The shipped config/site.toml, pointed at this run's ports, key and database.
+
+    Edited as text (the shipped file is the reference; only values change), so what is
+    benchmarked is what a technician installs.
+    """
+    import re
+
+    from protocols.keys import save_private_key
+
+    key_file = workdir / f"{site_id}.key"
+    if not key_file.exists():
+        save_private_key(site_key, key_file)
+    text = SITE_TOML.read_text()
+    text = re.sub(r'^profiles_dir = .*$', f'profiles_dir = "{REPO / "config" / "profiles"}"',
+                  text, flags=re.M)  # fmt: skip
+    text = re.sub(r'^id = "sim-site-1"', f'id = "{site_id}"', text, flags=re.M)
+    text = re.sub(r"^key_file = .*$", f'key_file = "{key_file}"', text, count=1, flags=re.M)
+    text = re.sub(r"^aggregator_keys = .*$", f'aggregator_keys = ["{aggregator_pub_hex}"]',
+                  text, flags=re.M)  # fmt: skip
+    text = re.sub(r"^aggregator_key_files = .*$", "aggregator_key_files = []", text, flags=re.M)
+    text = re.sub(r"^port = 1883", f"port = {broker_port}", text, flags=re.M)
+    text = re.sub(r'^path = "\.\./var/.*\.db"', f'path = "{workdir / (site_id + ".db")}"', text,
+                  flags=re.M)  # fmt: skip
+    text = re.sub(r"^drain_jitter_max_s = .*$", f"drain_jitter_max_s = {drain_jitter_max_s}",
+                  text, flags=re.M)  # fmt: skip
+    head, *sections = re.split(r"^(?=\[devices\.)", text, flags=re.M)
+    out = [head]
+    for sec in sections:
+        dev = sec[len("[devices.") : sec.index("]")]
+        if dev in device_ports:
+            sec = re.sub(r"^port = \d+", f"port = {device_ports[dev]}", sec, flags=re.M)
+        if poll_interval_s is not None:
+            sec = re.sub(r"^poll_interval_s = .*$", f"poll_interval_s = {poll_interval_s}", sec,
+                         flags=re.M)  # fmt: skip
+        if max_interval_s is not None:
+            sec = re.sub(r"^max_interval_s = .*$", f"max_interval_s = {max_interval_s}", sec,
+                         flags=re.M)  # fmt: skip
+        out.append(sec)
+    text = "".join(out)
+    if not gateway:
+        text = re.sub(r"(\[gateway\][^\[]*?)^enabled = true", r"\g<1>enabled = false", text,
+                      flags=re.M | re.S)  # fmt: skip
+    path = workdir / f"{site_id}.toml"
+    path.write_text(text)
+    return path
