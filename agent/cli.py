@@ -353,7 +353,7 @@ def run(
 
     async def main() -> None:
         try:
-            agent = Agent(cfg)
+            agent = Agent(cfg, cfg.clock.build())
         except (AgentError, ProtocolError) as exc:
             err.print(f"[red]cannot start:[/red] {exc}")
             raise typer.Exit(2) from None
@@ -372,6 +372,68 @@ def run(
         await stopping.wait()
         logging.getLogger("agent").info("stopping")
         await agent.stop()
+
+    asyncio.run(main())
+
+
+@app.command("fleet-host")
+def fleet_host(
+    config: Annotated[
+        list[Path] | None, typer.Option("--config", "-c", help="A site config (repeatable).")
+    ] = None,
+    configs: Annotated[
+        Path | None, typer.Option(help="A directory: every */site.toml (or *.toml) in it.")
+    ] = None,
+    config_list: Annotated[
+        Path | None, typer.Option(help="A file listing one site config path per line.")
+    ] = None,
+    status_file: Annotated[
+        Path | None, typer.Option(help="Write a JSON status here every few seconds.")
+    ] = None,
+    start_spread: Annotated[float, typer.Option(help="Wall seconds to spread starts over.")] = (
+        2.0
+    ),
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ERROR.")] = "WARNING",
+) -> None:
+    """Run many sites' agents in one process and one event loop (the fleet simulator's way)."""
+    import resource
+
+    from agent.fleet_host import FleetHost, serve
+
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    paths = list(config or [])
+    if configs is not None:
+        found = sorted(configs.glob("*/site.toml")) or sorted(configs.glob("*.toml"))
+        paths.extend(found)
+    if config_list is not None:
+        lines = config_list.read_text(encoding="utf-8").splitlines()
+        paths.extend(Path(x.strip()) for x in lines if x.strip())
+    if not paths:
+        err.print("no site configs: give --config, --configs or --config-list")
+        raise typer.Exit(2)
+    cfgs = [_load(p) for p in paths]
+    # Each agent holds a few sockets and SQLite files: lift the soft descriptor limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    async def main() -> None:
+        host = FleetHost(cfgs, start_spread_s=start_spread)
+        try:
+            host.build()
+        except (AgentError, ProtocolError) as exc:
+            err.print(f"[red]cannot start:[/red] {exc}")
+            raise typer.Exit(2) from None
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await serve(host, stopping, status_file=status_file)
 
     asyncio.run(main())
 

@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from agent.errors import ConfigError
-from protocols.clock import DEFAULT_TZ
+from protocols.clock import DEFAULT_TZ, Clock, configured_clock, parse_time
 from protocols.errors import ConfigError as ProtocolConfigError
 from protocols.keys import load_public_key_hex
 from protocols.types import DeviceKind
@@ -165,6 +165,30 @@ class InterlocksConfig(_Frozen):
     dormant_load_rise_pct: float = Field(30.0, gt=0, le=1000)
 
 
+class ClockConfig(_Frozen):
+    """Simulated time, for fleets and tests: `[clock] start, speed, anchor` (default: wall clock).
+
+    Every process of a simulated fleet is given the same three values so they agree on time
+    without talking (see `protocols.clock.configured_clock`).
+    """
+
+    start: str | float = "now"
+    speed: float = Field(1.0, gt=0, le=100_000)
+    anchor: float | None = None
+
+    @model_validator(mode="after")
+    def _start_parses(self) -> ClockConfig:
+        if isinstance(self.start, str) and self.start != "now":
+            try:
+                parse_time(self.start)
+            except ValueError as exc:
+                raise ValueError(f"start: not 'now' or an ISO-8601 time ({exc})") from None
+        return self
+
+    def build(self) -> Clock:
+        return configured_clock(self.start, self.speed, self.anchor)
+
+
 class DeviceConfig(_Frozen):
     """One Modbus device: what it is, how to reach it, how often to poll it."""
 
@@ -213,6 +237,7 @@ class SiteConfig(_Frozen):
     polling: PollingConfig = Field(default_factory=PollingConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     interlocks: InterlocksConfig = Field(default_factory=InterlocksConfig)
+    clock: ClockConfig = Field(default_factory=ClockConfig)
     devices: dict[str, DeviceConfig] = Field(min_length=1)
     profiles_dir: ConfigPath = Field(Path("profiles"), validate_default=True)
     source: Path | None = Field(None, exclude=True)
@@ -494,6 +519,7 @@ def load_config(path: str | Path) -> SiteConfig:
 __all__ = [
     "GATEWAY_DEVICE",
     "BrokerConfig",
+    "ClockConfig",
     "DeviceConfig",
     "GatewayConfig",
     "InterlocksConfig",

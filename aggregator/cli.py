@@ -8,6 +8,9 @@ and `keys` also take `--db`/`--key-file` to point elsewhere. Errors print one li
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -104,7 +107,7 @@ def serve(
             level=(log_level or cfg.log_level).upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
-        asyncio.run(run(cfg, http=not no_http))
+        asyncio.run(run(cfg, http=not no_http, clock=cfg.clock.build()))
 
 
 # ---- sites --------------------------------------------------------------------------------
@@ -127,6 +130,54 @@ def sites_add(
     with _registry(config, db) as reg, _errors():
         info, key = reg.enrol(site, public_key, name=name, region=region, tz=tz, tariff=tariff)
     out.print(f"enrolled {info.site} with key {key.kid}")
+
+
+@sites_app.command("import")
+def sites_import(
+    file: Annotated[
+        Path,
+        typer.Argument(help="CSV (header: site,public_key[,name,region,tz,tariff]) or JSON list"),
+    ],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    db: DbOpt = None,
+) -> None:
+    """Enrol many sites at once (a fleet roll-out, the fleet simulator)."""
+    with _errors():
+        rows = read_site_rows(file)
+    with _registry(config, db) as reg, _errors():
+        for row in rows:
+            reg.enrol(
+                row["site"],
+                row["public_key"],
+                name=row.get("name", ""),
+                region=row.get("region", ""),
+                tz=row.get("tz") or DEFAULT_TZ,
+                tariff=row.get("tariff", ""),
+            )
+    out.print(f"enrolled {len(rows)} site(s) from {file}")
+
+
+def read_site_rows(file: Path) -> list[dict[str, str]]:
+    """Rows of a `sites import` file; ConfigError names the file and the row at fault."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror or exc}") from exc
+    if file.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{file}: not valid JSON: {exc}") from exc
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise ConfigError(f"{file}: a JSON list of objects is needed")
+        rows = [{str(k): str(v) for k, v in r.items()} for r in data]
+    else:
+        rows = [dict(r) for r in csv.DictReader(io.StringIO(text))]
+    for i, row in enumerate(rows, start=1):
+        missing = [k for k in ("site", "public_key") if not row.get(k)]
+        if missing:
+            raise ConfigError(f"{file}: row {i}: missing {', '.join(missing)}")
+    return rows
 
 
 @sites_app.command("list")

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aggregator.errors import ConfigError
+from protocols.clock import Clock, configured_clock, parse_time
 
 DEFAULT_PREFIX = "sitewatt/v1"
 
@@ -109,6 +110,27 @@ class ControlConfig(_Frozen):
     enabled: bool = False
 
 
+class ClockConfig(_Frozen):
+    """Simulated time for fleets and tests (default: the wall clock); every process of a
+    simulated fleet gets the same start, speed and anchor (`protocols.clock.configured_clock`)."""
+
+    start: str | float = "now"
+    speed: float = Field(default=1.0, gt=0, le=100_000)
+    anchor: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ClockConfig:
+        if isinstance(self.start, str) and self.start != "now":
+            try:
+                parse_time(self.start)
+            except ValueError as exc:
+                raise ValueError(f"start: not 'now' or an ISO-8601 time ({exc})") from None
+        return self
+
+    def build(self) -> Clock:
+        return configured_clock(self.start, self.speed, self.anchor)
+
+
 class AggregatorConfig(_Frozen):
     broker: BrokerConfig = BrokerConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -117,6 +139,7 @@ class AggregatorConfig(_Frozen):
     retention: RetentionConfig = RetentionConfig()
     ingest: IngestConfig = IngestConfig()
     control: ControlConfig = ControlConfig()
+    clock: ClockConfig = ClockConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @property
@@ -158,6 +181,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "AggregatorConfig",
     "BrokerConfig",
+    "ClockConfig",
     "ControlConfig",
     "DatabaseConfig",
     "HttpConfig",

@@ -88,6 +88,22 @@ class ManualClock:
         await asyncio.sleep(0)
 
 
+def configured_clock(
+    start: str | float | None = None, speed: float = 1.0, anchor: float | None = None
+) -> Clock:
+    """The clock a config's `[clock]` section describes (agent, aggregator, simulators).
+
+    Nothing set (start "now", speed 1, no anchor) is the wall clock. Otherwise a `SimClock`:
+    `start` is the simulated time at the wall-clock instant `anchor` (default: now), so every
+    process of a fleet given the same three values agrees on simulated time.
+    """
+    if start in (None, "now") and speed == 1.0 and anchor is None:
+        return SystemClock()
+    wall = time.time() if anchor is None else anchor
+    t0 = wall if start is None or start == "now" else parse_time(start)
+    return SimClock(start=t0, speed=speed, anchor=wall)
+
+
 def now_ms(clock: Clock) -> int:
     """The clock's time as Unix milliseconds, the unit on the wire."""
     return int(clock.now() * 1000)
@@ -126,6 +142,7 @@ __all__ = [
     "ManualClock",
     "SimClock",
     "SystemClock",
+    "configured_clock",
     "local_hour",
     "local_time",
     "now_ms",
