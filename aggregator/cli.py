@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aggregator.broker_config import AGGREGATOR_USER, write_broker_config
+from aggregator.cli_control import register as register_control
 from aggregator.cli_tokens import tokens_app
 from aggregator.config import AggregatorConfig, load_config
 from aggregator.errors import AggregatorError, ConfigError, SiteError
@@ -37,6 +38,7 @@ keys_app = typer.Typer(help="The aggregator's own signing key.", no_args_is_help
 app.add_typer(sites_app, name="sites")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tokens_app, name="tokens")
+register_control(app)  # report, dr, policy (aggregator.cli_control)
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)

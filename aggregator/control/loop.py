@@ -348,7 +348,9 @@ class ControlLoop:
         if self.sender is None:
             return mark_send_failed(memory, intent, "no command sender", now, self.settings)
         try:
-            sent = self.sender.send_command(
+            # The commands module seals, records and publishes synchronously: off the loop.
+            sent = await asyncio.to_thread(
+                self.sender.send_command,
                 intent.site,
                 intent.action,
                 dict(intent.params),
