@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from matplotlib.figure import Figure
 from aggregator.control.context import ControlContext
 from aggregator.reports.build import ReportSet, SiteSeries
 from protocols.clock import local_time
+from protocols.control.report import Interval
 from protocols.control.tariff import Period, Tariff
 
 BAND_COLOURS = {
@@ -39,13 +41,30 @@ def _dt(t: float, tz: str) -> datetime:
     return local_time(t, tz).replace(tzinfo=None)
 
 
+def _stepped(
+    ivs: Sequence[Interval], value: Callable[[Interval], float | None], tz: str
+) -> tuple[list[datetime], list[float]]:
+    """Step-plot points that end each run at its last interval's end and break at gaps (NaN),
+    so missing data is never drawn as a flat line."""
+    xs: list[datetime] = []
+    ys: list[float] = []
+    nan = float("nan")
+    for k, iv in enumerate(ivs):
+        v = value(iv)
+        xs.append(_dt(iv.start, tz))
+        ys.append(nan if v is None else v)
+        if k + 1 == len(ivs) or ivs[k + 1].start > iv.end + 1:
+            xs += [_dt(iv.end, tz), _dt(iv.end, tz)]
+            ys += [ys[-1], nan]
+    return xs, ys
+
+
 def site_chart(series: SiteSeries, tariff: Tariff | None, path: Path, *, tz: str) -> Path:
     """Power over the tariff bands, and SOC over the reserve, with dormant stretches shaded."""
     fig = Figure(figsize=(11, 6))
     ax1, ax2 = fig.subplots(2, 1, sharex=True)
     ivs = series.intervals
     if ivs:
-        t = [_dt(i.start, tz) for i in ivs]
         start, end = ivs[0].start, ivs[-1].end
         if tariff is not None:
             for seg in tariff.segments(start, end):
@@ -55,13 +74,19 @@ def site_chart(series: SiteSeries, tariff: Tariff | None, path: Path, *, tz: str
         for iv in ivs:
             if iv.dormant:
                 ax2.axvspan(_dt(iv.start, tz), _dt(iv.end, tz), color="#d9d2e9", lw=0)
-        ax1.step(t, [i.dc_load_w / 1000 for i in ivs], where="post", label="DC load")
-        ax1.step(t, [i.grid_w / 1000 for i in ivs], where="post", label="grid import")
-        ax1.step(t, [i.battery_w / 1000 for i in ivs], where="post", label="battery (+charge)")
-        soc = [i.soc_pct if i.soc_pct is not None else float("nan") for i in ivs]
-        res = [i.reserve_soc_pct if i.reserve_soc_pct is not None else float("nan") for i in ivs]
-        ax2.step(t, soc, where="post", label="SOC")
-        ax2.step(t, res, where="post", label="reserve", linestyle="--")
+        for label, value in (
+            ("DC load", lambda i: i.dc_load_w / 1000),
+            ("grid import", lambda i: i.grid_w / 1000),
+            ("battery (+charge)", lambda i: i.battery_w / 1000),
+        ):
+            ax1.step(*_stepped(ivs, value, tz), where="post", label=label)
+        ax2.step(*_stepped(ivs, lambda i: i.soc_pct, tz), where="post", label="SOC")
+        ax2.step(
+            *_stepped(ivs, lambda i: i.reserve_soc_pct, tz),
+            where="post",
+            label="reserve",
+            linestyle="--",
+        )
     ax1.set_ylabel("kW")
     ax1.set_title(f"site {series.site}: load and grid import over tariff periods")
     ax1.legend(loc="upper right", fontsize="small")
