@@ -18,6 +18,8 @@ import uvicorn
 from aggregator.alarm_monitor import AlarmMonitor
 from aggregator.commands import Commands
 from aggregator.config import AggregatorConfig
+from aggregator.control.loop import ControlLoop
+from aggregator.control.settings import settings_from_config
 from aggregator.errors import ConfigError, StorageError
 from aggregator.identity import load_signer
 from aggregator.ingest import Ingest
@@ -126,6 +128,8 @@ async def run(
         tasks.append(asyncio.create_task(_retention_loop(services), name="retention"))
         if services.alarms is not None:
             tasks.append(asyncio.create_task(services.alarms.run(), name="alarms"))
+        if settings_from_config(config).enabled:  # the control loop (aggregator.control)
+            tasks.append(asyncio.create_task(ControlLoop(services).run(), name="control"))
         log.info(
             "aggregator running: broker %s:%d, http %s:%d, database %s",
             config.broker.host,
