@@ -153,6 +153,10 @@ class Ingest:
         self._gen = 0
         self._stopping = threading.Event()
         self._worker: threading.Thread | None = None
+        self._hooks: queue.Queue[
+            tuple[list[VerifiedBatch], StoreResult, list[SiteState]] | None
+        ] = queue.Queue(maxsize=64)
+        self._hook_thread: threading.Thread | None = None
         self._keyring = SiteKeyring()
         self._keyring_version = -1
         self._keyring_loaded = 0.0
@@ -262,6 +266,10 @@ class Ingest:
         self._reload_keys()
         self._worker = threading.Thread(target=self._run, name="ingest-worker", daemon=True)
         self._worker.start()
+        self._hook_thread = threading.Thread(
+            target=self._hook_loop, name="ingest-hooks", daemon=True
+        )
+        self._hook_thread.start()
         b = self.config.broker
         self._client.connect_async(b.host, b.port, keepalive=b.keepalive_s)
         self._client.loop_start()
@@ -278,6 +286,9 @@ class Ingest:
         self._stopping.set()
         if self._worker is not None:
             self._worker.join(timeout)
+        if self._hook_thread is not None:
+            self._hooks.put(None)
+            self._hook_thread.join(timeout)
         if self.connected.is_set():
             info = self._client.publish(
                 self.topics.aggregator_state(), self._state_payload(False), qos=1, retain=True
@@ -418,7 +429,11 @@ class Ingest:
                 self._client.ack(m.mid, m.qos)
         self._send_receipts(result, t_now)
         self._account(batches, result)
-        self._run_hooks(batches, result, changed)
+        if self.on_stored or self.on_presence or self.on_loss:
+            # Hooks (the alarm engine) run on their own thread: the next group's verify and
+            # commit overlap with them. The queue is bounded, so slow hooks slow ingest down
+            # rather than pile up.
+            self._hooks.put((batches, result, changed))
 
     def _store(self, batches: list[VerifiedBatch]) -> StoreResult | None:
         """Commit the group, retrying while the database is unavailable."""
@@ -496,6 +511,16 @@ class Ingest:
             )
             for b in live:
                 self.metrics.observe_lag((b.received_ms - b.sent_ms) / 1000)
+
+    def _hook_loop(self) -> None:
+        while True:
+            item = self._hooks.get()
+            if item is None:
+                return
+            try:
+                self._run_hooks(*item)
+            except Exception:
+                log.exception("ingest hooks failed")
 
     def _run_hooks(
         self, batches: list[VerifiedBatch], result: StoreResult, changed: list[SiteState]

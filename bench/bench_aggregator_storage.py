@@ -4,7 +4,7 @@ A fleet of sites each sending batches of one reading per point; groups of batche
 transaction each, as ingest does. Prints readings/s for the insert path alone (batches, readings,
 rollups, losses, last-seen), which must leave ample headroom over the ingest target of 100k/s.
 
-    .venv/bin/python -m bench.bench_aggregator_storage [--sites 1000] [--points 150] [--batches 20000]
+    .venv/bin/python -m bench.bench_aggregator_storage [--sites 1000] [--batches 20000]
 """
 
 from __future__ import annotations
