@@ -69,8 +69,8 @@ def main() -> None:
             site = sites[i % len(sites)]
             seq = i // len(sites) + 1
             t = now - 600_000 + seq * 5000
-            keys = [names[(seq * args.per + j) % len(names)] for j in range(args.per)]
-            rs = tuple(Reading(t + j, d, p, float(j)) for j, (d, p) in enumerate(keys))
+            point_keys = [names[(seq * args.per + j) % len(names)] for j in range(args.per)]
+            rs = tuple(Reading(t + j, d, p, float(j)) for j, (d, p) in enumerate(point_keys))
             batch = messages.TelemetryBatch(site, "b", seq, t, rs)
             topic = topics.telemetry(site)
             payloads.append((topic, signers[site].seal_bytes(messages.encode(batch), topic)))
