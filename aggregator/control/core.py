@@ -367,6 +367,21 @@ def _battery_params(
     return d.params(), d.code, d.reason
 
 
+_SAFETY = frozenset({"disabled", "mains_absent", "unstable"})
+
+
+def _dr_hold(d: Decision, st: SiteState) -> tuple[Params, str, str] | None:
+    """During an event, a site in scope that is not discharging must not charge either (the
+    allocation counted it at battery idle): hold it at its SOC — unless a safety rule decided,
+    or it is below its reserve (then it recharges)."""
+    if d.mode is BatteryMode.PEAK_SHAVE or d.code in _SAFETY:
+        return None
+    if st.soc_pct < d.reserve_soc - 0.5:
+        return None
+    hold = Charge(charge_limit_w=100.0, target_soc=round(st.soc_pct, 1))
+    return hold, "dr_hold", "demand response: battery held (no charging during the event)"
+
+
 def plan_round(
     fleet: Sequence[SiteInputs],
     events: Iterable[DrEvent],
@@ -423,6 +438,7 @@ def plan_round(
 
     # Demand response: share each running event's reduction among its sites.
     directives: dict[str, FleetDirective] = {}
+    dr_members: set[str] = set()
     for ev in events:
         members = [x for x in _members(ev, usable, groups) if x.site in states]
         if ev.active(now):
@@ -431,6 +447,7 @@ def plan_round(
             ]
             if not helpers:
                 continue
+            dr_members.update(x.site for x in members)
             alloc = allocate(helpers, ev.cap_w, ev.effective_end - now)
             allocations[ev.id] = alloc.allocated_w
             for site, share in alloc.shares.items():
@@ -498,6 +515,10 @@ def plan_round(
             assert x.tariff is not None  # usable sites have one
             d = plan_site(st, x.policy.peak_shaving, x.tariff, now, directive=directive)
             battery_params, b_code, reason = _battery_params(d, st, x, slot, now)
+            if x.site in dr_members and b_code not in ("demand_response",):
+                hold = _dr_hold(d, st)
+                if hold is not None:
+                    battery_params, b_code, reason = hold
             reserve = d.reserve_soc
             sm = replace(sm, battery_mode=d.mode)
         # Dormant planner (needs no battery facts).
