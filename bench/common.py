@@ -116,6 +116,8 @@ class ProcStats:
     rss_max: int  # bytes
     rss_median: int
     rss_last: int
+    uss: int = 0  # memory unique to the process at the end (not shared libraries' pages)
+    pss: int = 0  # proportional share: unique + shared pages split among their users
 
     @property
     def cpu_pct(self) -> float:
@@ -169,7 +171,11 @@ class ProcSampler:
         if self._thread is not None:
             self._thread.join()
         rss = self._rss or [int(self._proc.memory_info().rss)]
-        return ProcStats(cpu - self._cpu0, wall, max(rss), int(median(rss)), rss[-1])
+        uss = pss = 0
+        with contextlib.suppress(psutil.Error, AttributeError):
+            full = self._proc.memory_full_info()
+            uss, pss = int(full.uss), int(getattr(full, "pss", 0))
+        return ProcStats(cpu - self._cpu0, wall, max(rss), int(median(rss)), rss[-1], uss, pss)
 
 
 def cpu_seconds(pid: int | None = None) -> float:
