@@ -36,6 +36,8 @@ from protocols.clock import ManualClock
 from protocols.envelope import Signer
 from protocols.keys import generate_key, kid_hex, public_key_hex
 from protocols.types import Quality, Reading
+from simulators.broker import Broker, mosquitto_available
+from tests.browser.live_fleet import LiveFleet
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -257,6 +259,37 @@ def aggregator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aggregator]
     finally:
         server.stop()
         storage.close()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveFleet]:
+    """Three simulated sites with real agents through a real mosquitto into the real aggregator
+    service; yielded once every site is online and has readings stored."""
+    _require_chromium()
+    if not mosquitto_available():
+        pytest.skip("mosquitto is not installed (make test installs it as root)")
+    work = tmp_path_factory.mktemp("live")
+    broker = Broker(kind="mosquitto", workdir=work / "mosquitto")
+    broker.start()
+    fleet: LiveFleet | None = None
+    try:
+        fleet = LiveFleet(work, broker.port).start()
+        ready = fleet
+
+        def all_reporting() -> bool:
+            sites = ready.api("/api/sites")
+            return len(sites) == len(ready.specs) and all(
+                s["online"] and s["key_points"]["soc"] is not None for s in sites
+            )
+
+        fleet.wait(all_reporting, "every live site online with readings", timeout=60)
+        yield fleet
+    finally:
+        try:
+            if fleet is not None:
+                fleet.stop()
+        finally:
+            broker.stop()
 
 
 @pytest.fixture(scope="session")

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import FLEET, Aggregator, shot
+from tests.browser.live_fleet import LiveFleet
 
 pytestmark = pytest.mark.timeout(90)
 
 
-def login(page: Any, agg: Aggregator, role: str, *, start: str = "/ui/") -> None:
+def login(page: Any, agg: Aggregator | LiveFleet, role: str, *, start: str = "/ui/") -> None:
     """Open `start`, get sent to the login page, sign in with the role's token, come back."""
     page.goto(f"{agg.url}{start}")
     page.wait_for_url("**/ui/login**")
