@@ -114,6 +114,8 @@ def conf_text(
         "# Messages in flight to one client before acks: ingest acks after each commit.",
         "max_inflight_messages 1000",
         "max_packet_size 4194304",
+        "# No Nagle delay: small acks/receipts/commands must not wait 40 ms for a delayed ACK.",
+        "set_tcp_nodelay true",
         "log_dest stderr",
         "log_type error",
         "log_type warning",
