@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simulators.procs import guarded
+
 MOSQUITTO = "/usr/sbin/mosquitto"
 
 
@@ -55,6 +57,8 @@ class Broker:
     port: int = 0
     workdir: Path | None = None
     extra_config: str = ""
+    # Own session + SIGTERM when our process dies (fleet runs: Ctrl-C reaches the fleet only).
+    die_with_parent: bool = False
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _owns_dir: bool = field(default=False, init=False)
 
@@ -108,7 +112,13 @@ class Broker:
             ]
         else:
             raise ValueError(f"unknown broker kind {self.kind!r}")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            guarded(cmd) if self.die_with_parent else cmd,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=self.die_with_parent,
+        )
         log.close()
         wait_port(self.host, self.port, timeout, proc=self.proc)
         return self

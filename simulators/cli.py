@@ -162,5 +162,7 @@ def status(
     console.print_json(json.dumps(answer))
 
 
+from simulators import cli_fleet  # noqa: E402, F401  (registers fleet, demo, scenario, fleet-host)
+
 if __name__ == "__main__":
     app()

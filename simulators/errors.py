@@ -7,7 +7,8 @@
     │   ├── ReadOnlyPointError      the point cannot be written            -> ILLEGAL_DATA_ADDRESS
     │   ├── InvalidValueError       out of range or not a valid code       -> ILLEGAL_DATA_VALUE
     │   └── RefusedError            valid, but the device says no (local lock) -> DEVICE_FAILURE
-    └── ControlError                the fault-control API was asked something it cannot do
+    ├── ControlError                the fault-control API was asked something it cannot do
+    └── FleetError                  a fleet run cannot start or a process of it failed
 
 Callers react by branch: a ScenarioError stops start-up with its message; a WriteError becomes a
 Modbus exception response and the simulation goes on.
@@ -48,8 +49,13 @@ class ControlError(SimulatorError):
     pass
 
 
+class FleetError(SimulatorError):
+    """A fleet run could not start, or one of its processes died; the message says which."""
+
+
 __all__ = [
     "ControlError",
+    "FleetError",
     "InvalidValueError",
     "ReadOnlyPointError",
     "RefusedError",

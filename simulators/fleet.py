@@ -1,0 +1,690 @@
+"""The fleet runner: a broker, the aggregator, simulator processes and agent processes, on one
+simulated clock, started in order, watched, injected into, and stopped leaving nothing behind.
+
+The simulators never import the agent or the aggregator: they run as child processes through
+their own CLIs (`sitewatt-aggregator serve`, `sitewatt-agent fleet-host`), configured by files
+this module writes into the run's work directory:
+
+    WORKDIR/
+      fleet.json              the plan, the children's pids and every port (tests read it)
+      aggregator/             aggregator.toml, its key, database, policies, sites.json
+      agents/<site>/          site.toml, site.key, agent.db;  agents/shard-K.txt lists configs
+      sims/shard-K.json       a simulator process's sites;  *.status.json: processes' status
+      broker/  logs/
+
+`FleetRunner.prepare()` writes everything and enrols the sites (one bulk import), `start()`
+brings the processes up, `watch()` reports figures and carries out the scheduled injections
+until told to stop (or the simulated duration is over), `shutdown()` ends every child: agents
+first (they publish their offline state), then the simulators, the aggregator, the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from protocols.clock import SimClock, local_time, parse_time
+from protocols.keys import generate_key, public_key_hex, save_private_key
+from simulators.broker import Broker, free_port, mosquitto_available
+from simulators.control import request
+from simulators.errors import ControlError, FleetError
+from simulators.fleet_plan import (
+    DEFAULT_POLICY,
+    REPO,
+    FleetPlan,
+    agent_config,
+    aggregator_config,
+    enrol_rows,
+    plan_fleet,
+    policy_layers,
+    sim_manifest,
+)
+from simulators.fleet_run import (
+    Action,
+    BrokerAction,
+    FaultAction,
+    FleetRun,
+    Inject,
+    MainsAction,
+    load_run,
+    schedule,
+)
+from simulators.procs import Children
+from simulators.toml_out import dumps
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SCENARIO = REPO / "config" / "scenarios" / "fleet-20.toml"
+DEFAULT_HTTP_PORT = 8080
+STOP_ORDER = ("agents", "sims", "aggregator")
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    """What `sitewatt-sim fleet` (and `demo`, `scenario`) was asked for."""
+
+    scenario: Path = DEFAULT_SCENARIO
+    sites: int | None = None
+    speed: float | None = None
+    start: str | None = None
+    duration_h: float | None = None
+    broker: str = "auto"  # auto | mosquitto | embedded | HOST:PORT
+    workdir: Path | None = None
+    http_port: int = DEFAULT_HTTP_PORT  # 0: a free port
+    control: bool | None = None  # None: the run file's [run] control
+    poll_s: float | None = None
+    injects: tuple[Inject, ...] = ()
+    sites_per_agent_process: int = 250
+    sites_per_sim_process: int = 500
+    log_level: str = "warning"
+
+
+@dataclass
+class FleetFigures:
+    """One look at the running fleet."""
+
+    sim_time: float = 0.0
+    wall_s: float = 0.0
+    sites: int = 0
+    online: int = 0
+    readings_stored: int = 0
+    readings_per_s: float = 0.0
+    load_kw: float = 0.0
+    grid_kw: float = 0.0
+    soc_avg: float | None = None
+    alarms_active: int = 0
+    alarms_by_kind: dict[str, int] = field(default_factory=dict)
+    modes: dict[str, int] = field(default_factory=dict)
+    cpu_pct: dict[str, float] = field(default_factory=dict)  # % of one core, by role
+    rss_mb: dict[str, float] = field(default_factory=dict)
+    injections_done: int = 0
+    injections_total: int = 0
+    last_event: str = ""
+
+
+def _exe(name: str) -> str:
+    """A console script of this installation (next to the running Python), else on PATH."""
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return str(here)
+    found = shutil.which(name)
+    if found is None:
+        raise FleetError(f"{name} not found next to {sys.executable} or on PATH")
+    return found
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_http_port(wanted: int) -> int:
+    """`wanted` if free (0: any free port), else a free one."""
+    if wanted and port_free(wanted):
+        return wanted
+    return free_port()
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+class FleetRunner:
+    def __init__(self, options: FleetOptions) -> None:
+        self.options = options
+        self.run: FleetRun = load_run(options.scenario)
+        self.own_workdir = options.workdir is None
+        self.workdir = (
+            Path(tempfile.mkdtemp(prefix="sitewatt-fleet-"))
+            if options.workdir is None
+            else options.workdir.resolve()
+        )
+        self.children = Children(self.workdir / "logs")
+        self.broker: Broker | None = None
+        self.broker_addr: tuple[str, int] = ("127.0.0.1", 0)
+        self.broker_kind = "external"
+        self.broker_pids: list[int] = []  # every broker process we started (restarts too)
+        self.http_port = 0
+        self.tokens: dict[str, str] = {}
+        self.plan: FleetPlan | None = None
+        self.clock: SimClock | None = None
+        self.actions: list[Action] = []
+        self.done_actions = 0
+        self.events: list[str] = []
+        self.timings: dict[str, float] = {}
+        self.control_ports: dict[int, int] = {}
+        self._cpu_prev: dict[int, float] = {}
+        self._cpu_wall: float | None = None
+        self._stored_prev: tuple[float, float] | None = None
+        self._t_started = time.monotonic()
+
+    # -- derived --------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"{self.url}/ui"
+
+    @property
+    def control(self) -> bool:
+        return self.run.run.control if self.options.control is None else self.options.control
+
+    @property
+    def duration_s(self) -> float | None:
+        h = self.options.duration_h if self.options.duration_h is not None else None
+        if h is None:
+            h = self.run.run.duration_h
+        return None if h is None else h * 3600.0
+
+    def _p(self, *parts: str) -> Path:
+        return self.workdir.joinpath(*parts)
+
+    # -- prepare --------------------------------------------------------------------------------
+
+    def prepare(self, progress: Callable[[str], None] = lambda _: None) -> None:
+        """Plan the fleet, write every file, create keys, enrol the sites, create tokens."""
+        o = self.options
+        sc = self.run.scenario
+        if o.sites is not None:
+            sc = sc.model_copy(update={"fleet": sc.fleet.model_copy(update={"sites": o.sites})})
+        for sub in ("agents", "aggregator", "sims", "broker", "logs"):
+            shutil.rmtree(self._p(sub), ignore_errors=True)
+        for sub in ("agents", "aggregator/policies", "sims", "logs"):
+            self._p(sub).mkdir(parents=True, exist_ok=True)
+        speed = o.speed or sc.sim.speed
+        start = parse_time(o.start) if o.start else sc.sim.start_time(time.time())
+        self._choose_broker()
+        self.http_port = pick_http_port(o.http_port)
+        anchor = time.time()
+        self.plan = plan = plan_fleet(
+            sc,
+            start=start,
+            speed=speed,
+            anchor=anchor,
+            port_for=lambda _g: free_port(),
+            cpus=os.cpu_count() or 1,
+            poll_s=o.poll_s or self.run.run.poll_s,
+            sites_per_agent_process=o.sites_per_agent_process,
+            sites_per_sim_process=o.sites_per_sim_process,
+        )
+        self.clock = SimClock(start=start, speed=speed, anchor=anchor)
+        self.actions = schedule((*self.run.injects, *o.injects), plan.regions(), start=plan.start)
+        t = time.monotonic()
+        progress(f"keys for {len(plan.sites)} sites")
+        agg_key = generate_key()
+        save_private_key(agg_key, self._p("aggregator", "aggregator.key"))
+        pub_file = self._p("aggregator", "aggregator.pub")
+        pub_file.write_text(public_key_hex(agg_key) + "\n")
+        public: dict[str, str] = {}
+        shards: dict[int, list[str]] = {}
+        for ps in plan.sites:
+            folder = self._p("agents", ps.id)
+            folder.mkdir(parents=True)
+            key = generate_key()
+            save_private_key(key, folder / "site.key")
+            public[ps.id] = public_key_hex(key)
+            cfg = agent_config(
+                plan, ps, folder=folder, broker=self.broker_addr, aggregator_pub=pub_file
+            )
+            (folder / "site.toml").write_text(dumps(cfg))
+            shards.setdefault(ps.agent_shard, []).append(str(folder / "site.toml"))
+        for k, paths in shards.items():
+            self._p("agents", f"shard-{k}.txt").write_text("\n".join(paths) + "\n")
+        for k in range(plan.sim_shards):
+            manifest = sim_manifest(plan, k, faults=sc.faults)
+            self._p("sims", f"shard-{k}.json").write_text(json.dumps(manifest))
+        self.timings["files_s"] = time.monotonic() - t
+
+        agg = aggregator_config(
+            plan,
+            workdir=self.workdir,
+            broker=self.broker_addr,
+            http_port=self.http_port,
+            control=self.control,
+        )
+        self._p("aggregator", "aggregator.toml").write_text(dumps(agg))
+        if DEFAULT_POLICY.exists():
+            shutil.copy(DEFAULT_POLICY, self._p("aggregator", "policies", DEFAULT_POLICY.name))
+        for name, layer in policy_layers(plan).items():
+            self._p("aggregator", "policies", name).write_text(dumps(layer))
+        rows = enrol_rows(plan, public)
+        self._p("aggregator", "sites.json").write_text(json.dumps(rows, indent=1))
+        progress(f"enrolling {len(rows)} sites")
+        t = time.monotonic()
+        self._aggregator_cli("sites", "import", str(self._p("aggregator", "sites.json")))
+        self.timings["enrol_s"] = time.monotonic() - t
+        for role in ("operator", "viewer"):
+            self.tokens[role] = self._aggregator_cli(
+                "tokens", "create", "--role", role, "--name", f"fleet-{role}"
+            ).strip()
+        self._write_state()
+
+    def _choose_broker(self) -> None:
+        wanted = self.options.broker
+        if wanted not in ("auto", "mosquitto", "embedded"):
+            host, _, port = wanted.rpartition(":")
+            try:
+                self.broker_addr = (host or "127.0.0.1", int(port))
+            except ValueError:
+                raise FleetError(
+                    f"--broker {wanted!r}: not mosquitto, embedded or HOST:PORT"
+                ) from None
+            return
+        if wanted == "mosquitto" and not mosquitto_available():
+            raise FleetError("--broker mosquitto: mosquitto is not installed")
+        use_mosquitto = wanted == "mosquitto" or (wanted == "auto" and mosquitto_available())
+        self.broker_kind = "mosquitto" if use_mosquitto else "amqtt"
+        self.broker = Broker(kind=self.broker_kind, workdir=self._p("broker"), die_with_parent=True)
+        self.broker_addr = (self.broker.host, self.broker.port)
+
+    def _aggregator_cli(self, *args: str) -> str:
+        cmd = [
+            _exe("sitewatt-aggregator"),
+            *args,
+            "--config",
+            str(self._p("aggregator", "aggregator.toml")),
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+        if done.returncode != 0:
+            raise FleetError(f"{' '.join(args[:2])} failed: {done.stderr.strip() or done.stdout}")
+        return done.stdout
+
+    # -- start ----------------------------------------------------------------------------------
+
+    async def start(self, progress: Callable[[str], None] = lambda _: None) -> None:
+        plan = self._plan()
+        if self.broker is not None:
+            progress(f"broker ({self.broker_kind}) on port {self.broker.port}")
+            await self._start_broker()
+        progress(f"aggregator on {self.url}")
+        t = time.monotonic()
+        self.children.spawn(
+            "aggregator",
+            "aggregator",
+            [
+                _exe("sitewatt-aggregator"),
+                "serve",
+                "--config",
+                str(self._p("aggregator", "aggregator.toml")),
+            ],
+        )
+        self._write_state()
+        await self._until(self._aggregator_up, "the aggregator's API to answer", 60.0)
+        self.timings["aggregator_s"] = time.monotonic() - t
+        progress(f"{plan.sim_shards} simulator process(es) for {len(plan.sites)} sites")
+        t = time.monotonic()
+        for k in range(plan.sim_shards):
+            self.children.spawn(
+                f"sims-{k}",
+                "sims",
+                [
+                    _exe("sitewatt-sim"),
+                    "fleet-host",
+                    "--manifest",
+                    str(self._p("sims", f"shard-{k}.json")),
+                    "--status-file",
+                    str(self._p("sims", f"shard-{k}.status.json")),
+                ],
+            )
+        self._write_state()
+        await self._until(self._sims_up, "the simulators to listen", 60.0 + len(plan.sites) / 20)
+        self.timings["sims_s"] = time.monotonic() - t
+        progress(f"{plan.agent_shards} agent process(es)")
+        t = time.monotonic()
+        spread = min(10.0, 0.01 * len(plan.sites))
+        for k in range(plan.agent_shards):
+            self.children.spawn(
+                f"agents-{k}",
+                "agents",
+                [
+                    _exe("sitewatt-agent"),
+                    "fleet-host",
+                    "--config-list",
+                    str(self._p("agents", f"shard-{k}.txt")),
+                    "--status-file",
+                    str(self._p("agents", f"shard-{k}.status.json")),
+                    "--start-spread",
+                    str(spread),
+                    "--log-level",
+                    self.options.log_level,
+                ],
+            )
+        self._write_state()
+        await self._until(self._agents_up, "the agents to start", 60.0 + len(plan.sites) / 10)
+        self.timings["agents_s"] = time.monotonic() - t
+        self._write_state()
+
+    def _plan(self) -> FleetPlan:
+        if self.plan is None:
+            raise FleetError("prepare() first")
+        return self.plan
+
+    async def _until(self, cond: Callable[[], bool], what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_children()
+            if await asyncio.to_thread(cond):
+                return
+            if time.monotonic() > deadline:
+                raise FleetError(f"timed out after {timeout:.0f} s waiting for {what}")
+            await asyncio.sleep(0.2)
+
+    def _aggregator_up(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/api/health", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _status(self, path: Path) -> dict[str, Any] | None:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _sims_up(self) -> bool:
+        for k in range(self._plan().sim_shards):
+            st = self._status(self._p("sims", f"shard-{k}.status.json"))
+            if st is None:
+                return False
+            self.control_ports[k] = int(st["control_port"])
+        return True
+
+    def _agents_up(self) -> bool:
+        for k in range(self._plan().agent_shards):
+            st = self._status(self._p("agents", f"shard-{k}.status.json"))
+            if st is None or st["started"] < st["agents"]:
+                return False
+        return True
+
+    def _check_children(self) -> None:
+        dead = self.children.dead()
+        proc = None if self.broker is None else self.broker.proc
+        if proc is not None and proc.poll() is not None:
+            raise FleetError(f"the broker exited with {proc.returncode}")
+        if dead:
+            c = dead[0]
+            tail = ""
+            with contextlib.suppress(OSError):
+                tail = c.log.read_text(errors="replace")[-800:]
+            raise FleetError(
+                f"{c.name} exited with code {c.proc.returncode} (log {c.log}):\n{tail}"
+            )
+
+    # -- state file -----------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        plan = self.plan
+        pids = self.children.pids()
+        for i, pid in enumerate(self.broker_pids):
+            pids["broker" if i == len(self.broker_pids) - 1 else f"broker-{i}"] = pid
+        return {
+            "workdir": str(self.workdir),
+            "url": self.url,
+            "dashboard": self.dashboard_url,
+            "http_port": self.http_port,
+            "broker": {
+                "kind": self.broker_kind,
+                "host": self.broker_addr[0],
+                "port": self.broker_addr[1],
+            },
+            "pids": pids,
+            "modbus_ports": [] if plan is None else plan.ports(),
+            "control_ports": sorted(self.control_ports.values()),
+            "sites": []
+            if plan is None
+            else [
+                {
+                    "site": s.id,
+                    "region": s.region,
+                    "tariff": s.site.tariff,
+                    "chemistry": s.site.spec.battery.chemistry.value,
+                    "port": s.port,
+                }
+                for s in plan.sites
+            ],
+            "clock": None if plan is None else plan.clock_section(),
+            "speed": None if plan is None else plan.speed,
+            "timings": self.timings,
+        }
+
+    def _write_state(self) -> None:
+        path = self._p("fleet.json")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state(), indent=1))
+        tmp.replace(path)
+
+    # -- watching -------------------------------------------------------------------------------
+
+    async def figures(self, client: httpx.AsyncClient) -> FleetFigures:
+        plan = self._plan()
+        assert self.clock is not None
+        f = FleetFigures(sim_time=self.clock.now(), wall_s=time.monotonic() - self._t_started)
+        f.injections_total = len(self.actions)
+        f.injections_done = self.done_actions
+        f.last_event = self.events[-1] if self.events else ""
+        auth = {"Authorization": f"Bearer {self.tokens['viewer']}"}
+        sites = (await client.get(f"{self.url}/api/sites", headers=auth)).json()
+        f.sites = len(plan.sites)
+        socs = []
+        for s in sites:
+            f.online += bool(s["online"])
+            kp = s["key_points"]
+            f.load_kw += (kp.get("load_w") or 0.0) / 1000
+            f.grid_kw += (kp.get("grid_import_w") or 0.0) / 1000
+            if kp.get("soc") is not None:
+                socs.append(kp["soc"])
+            f.modes[s["mode"]] = f.modes.get(s["mode"], 0) + 1
+        f.soc_avg = sum(socs) / len(socs) if socs else None
+        alarms = (
+            await client.get(
+                f"{self.url}/api/alarms", params={"active": "true", "limit": 1000}, headers=auth
+            )
+        ).json()["alarms"]
+        f.alarms_active = len(alarms)
+        for a in alarms:
+            f.alarms_by_kind[a["kind"]] = f.alarms_by_kind.get(a["kind"], 0) + 1
+        metrics = (await client.get(f"{self.url}/metrics")).text
+        stored = _metric(metrics, "sitewatt_aggregator_readings_stored_total")
+        f.readings_stored = int(stored)
+        now = time.monotonic()
+        if self._stored_prev is not None and now > self._stored_prev[0]:
+            f.readings_per_s = (stored - self._stored_prev[1]) / (now - self._stored_prev[0])
+        self._stored_prev = (now, stored)
+        f.cpu_pct, f.rss_mb = self._cpu()
+        return f
+
+    def _cpu(self) -> tuple[dict[str, float], dict[str, float]]:
+        """CPU (% of one core since the last look) and RSS (MB) of the children, by role."""
+        procs: list[tuple[str, int]] = [(c.role, c.pid) for c in self.children.children]
+        if self.broker is not None and self.broker.proc is not None:
+            procs.append(("broker", self.broker.proc.pid))
+        procs.append(("runner", os.getpid()))
+        now = time.monotonic()
+        cpu: dict[str, float] = {}
+        rss: dict[str, float] = {}
+        interval = None if self._cpu_wall is None else now - self._cpu_wall
+        for role, pid in procs:
+            try:
+                p = psutil.Process(pid)
+                times = p.cpu_times()
+                used = times.user + times.system
+                mem = p.memory_info().rss / 1e6
+            except psutil.Error:
+                continue
+            prev = self._cpu_prev.get(pid)
+            self._cpu_prev[pid] = used
+            rss[role] = rss.get(role, 0.0) + mem
+            if interval and prev is not None:
+                cpu[role] = cpu.get(role, 0.0) + 100.0 * (used - prev) / interval
+        self._cpu_wall = now
+        return cpu, rss
+
+    async def apply_due(self) -> None:
+        """Carry out the injections whose simulated time has come."""
+        assert self.clock is not None
+        while self.done_actions < len(self.actions):
+            action = self.actions[self.done_actions]
+            if action.t > self.clock.now():
+                return
+            self.done_actions += 1
+            try:
+                await self._apply(action)
+            except (ControlError, OSError) as exc:
+                self.events.append(f"injection failed: {exc}")
+                log.warning("injection failed: %s", exc)
+
+    async def _apply(self, action: Action) -> None:
+        plan = self._plan()
+        shard_of = {s.id: s.sim_shard for s in plan.sites}
+        when = local_time(action.t).strftime("%H:%M")
+        if isinstance(action, MainsAction):
+            for site in action.sites:
+                port = self.control_ports[shard_of[site]]
+                await asyncio.to_thread(
+                    request,
+                    f"127.0.0.1:{port}",
+                    {"op": "mains", "site": site, "present": action.present},
+                )
+            what = "mains off" if action.present is False else "mains back"
+            self.events.append(f"{when} {what} at {len(action.sites)} site(s)")
+        elif isinstance(action, FaultAction):
+            for dev in action.devices:
+                port = self.control_ports[shard_of[dev.split("/", 1)[0]]]
+                await asyncio.to_thread(
+                    request,
+                    f"127.0.0.1:{port}",
+                    {
+                        "op": "fault",
+                        "device": dev,
+                        "kind": action.fault.value,
+                        "for_s": action.duration_s / plan.speed,
+                        "latency_ms": action.latency_ms,
+                    },
+                )
+            self.events.append(f"{when} {action.fault.value} on {len(action.devices)} device(s)")
+        elif isinstance(action, BrokerAction):
+            await self.restart_broker(action.down_s)
+            self.events.append(f"{when} broker restarted ({action.down_s:g} s down)")
+
+    async def restart_broker(self, down_s: float) -> None:
+        if self.broker is None:
+            raise ControlError("the broker is external: it cannot be restarted from here")
+        await asyncio.to_thread(self.broker.stop)
+        await asyncio.sleep(down_s)
+        await self._start_broker()
+
+    async def _start_broker(self) -> None:
+        assert self.broker is not None
+        try:
+            await asyncio.to_thread(self.broker.start, 20.0)
+        finally:
+            if self.broker.proc is not None:
+                self.broker_pids.append(self.broker.proc.pid)
+            self._write_state()
+
+    async def watch(
+        self,
+        stop: asyncio.Event,
+        on_figures: Callable[[FleetFigures], None] = lambda _: None,
+        *,
+        every_s: float = 2.0,
+    ) -> FleetFigures:
+        """Report figures and apply injections until `stop`, the duration's end, or a failure."""
+        assert self.clock is not None
+        plan = self._plan()
+        end = None if self.duration_s is None else plan.start + self.duration_s
+        last = FleetFigures()
+        async with httpx.AsyncClient(timeout=30.0) as client:
+            while not stop.is_set():
+                self._check_children()
+                await self.apply_due()
+                t = time.monotonic()
+                try:
+                    last = await self.figures(client)
+                except (httpx.HTTPError, ValueError, KeyError) as exc:
+                    log.warning("figures: %s", exc)
+                on_figures(last)
+                if end is not None and self.clock.now() >= end:
+                    break
+                pause = max(every_s, 3 * (time.monotonic() - t))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause)
+        return last
+
+    # -- stopping -------------------------------------------------------------------------------
+
+    def shutdown(self, *, timeout: float = 30.0) -> None:
+        """End every child we started, in order; the broker last. Idempotent."""
+        self.children.stop_all(STOP_ORDER, timeout=timeout)
+        if self.broker is not None:
+            self.broker.stop()
+        self._write_state()
+
+    def all_pids(self) -> list[int]:
+        return list(self.state()["pids"].values())
+
+
+def default_demo_start(scenario: Path = DEFAULT_SCENARIO) -> str:
+    """07:30 local time on the scenario's first day: the morning peak starts half an hour in."""
+    run = load_run(scenario)
+    t0 = run.scenario.sim.start_time(time.time())
+    d = local_time(t0, run.scenario.fleet.tz).replace(hour=7, minute=30, second=0, microsecond=0)
+    return d.isoformat()
+
+
+def figures_dict(f: FleetFigures) -> dict[str, Any]:
+    return asdict(f)
+
+
+def summary_lines(runner: FleetRunner, f: FleetFigures) -> list[str]:
+    plan = runner.plan
+    n = 0 if plan is None else len(plan.sites)
+    speed = 0.0 if plan is None else plan.speed
+    cpu = ", ".join(f"{k} {v:.0f}%" for k, v in sorted(f.cpu_pct.items()))
+    return [
+        f"sites {f.online}/{n} online at {speed:g}x; {f.readings_stored} readings stored "
+        f"({f.readings_per_s:.0f}/s)",
+        f"load {f.load_kw:.1f} kW, grid import {f.grid_kw:.1f} kW, alarms {f.alarms_active}",
+        f"CPU (% of a core): {cpu}",
+    ]
+
+
+__all__ = [
+    "DEFAULT_HTTP_PORT",
+    "DEFAULT_SCENARIO",
+    "FleetFigures",
+    "FleetOptions",
+    "FleetRunner",
+    "default_demo_start",
+    "figures_dict",
+    "pick_http_port",
+    "port_free",
+    "summary_lines",
+]

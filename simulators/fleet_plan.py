@@ -1,0 +1,280 @@
+"""The plan of a fleet run: which site lives where, and every config file its processes read.
+
+Pure data: a `FleetPlan` built from a fleet scenario (sites, regions, shards of simulator and
+agent processes, ports, the shared clock), and functions that turn it into the agents' site
+configs, the aggregator's config, its control policy layers, the enrolment rows and the
+simulator processes' manifests. The fleet runner (`simulators.fleet`) writes them to disk and
+starts the processes; nothing here touches a file or a socket.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protocols.types import DeviceKind
+from simulators.scenario import FleetScenario, FleetSite
+from simulators.spec import Chemistry
+
+REPO = Path(__file__).resolve().parent.parent
+PROFILES_DIR = REPO / "config" / "profiles"
+TARIFFS_DIR = REPO / "config" / "tariffs"
+DEFAULT_POLICY = REPO / "config" / "policies" / "00-default.toml"
+
+SITES_PER_AGENT_PROCESS = 250
+SITES_PER_SIM_PROCESS = 500
+CRITICAL_CHANNELS = (1, 2, 3, 7)  # transmission, bbu, anchor layer, gateway (default channels)
+COVERAGE_CHANNELS = (3,)
+CAPACITY_CHANNELS = (4, 5)
+NOMINAL_V = {Chemistry.LFP: 51.2, Chemistry.LEAD_ACID: 48.0}
+
+
+@dataclass(frozen=True)
+class PlannedSite:
+    site: FleetSite
+    region: str
+    group: int  # port group: the sites sharing one Modbus server
+    port: int
+    sim_shard: int
+    agent_shard: int
+
+    @property
+    def id(self) -> str:
+        return self.site.spec.id
+
+
+@dataclass(frozen=True)
+class FleetPlan:
+    start: float
+    speed: float
+    anchor: float
+    sites: tuple[PlannedSite, ...]
+    sim_shards: int
+    agent_shards: int
+    poll_s: float
+    host: str = "127.0.0.1"
+    step_s: float = 30.0
+    tick_s: float = 0.5
+
+    def clock_section(self) -> dict[str, Any]:
+        return {"start": self.start, "speed": self.speed, "anchor": self.anchor}
+
+    def sites_of_shard(self, *, sim: int | None = None, agent: int | None = None) -> list[str]:
+        return [
+            s.id
+            for s in self.sites
+            if (sim is None or s.sim_shard == sim) and (agent is None or s.agent_shard == agent)
+        ]
+
+    def regions(self) -> list[tuple[str, str]]:
+        return [(s.id, s.region) for s in self.sites]
+
+    def ports(self) -> list[int]:
+        return sorted({s.port for s in self.sites})
+
+
+def default_poll_s(speed: float) -> float:
+    """Agents poll about once a wall second, never more often than every 5 simulated seconds:
+    at high speed a faster poll would measure the simulators' CPU, not the sites."""
+    return max(5.0, round(speed * 1.0, 1))
+
+
+def shard_count(n: int, per_process: int, cpus: int, *, cap_factor: int = 2) -> int:
+    return max(1, min(math.ceil(n / per_process), max(1, cpus) * cap_factor))
+
+
+def plan_fleet(
+    scenario: FleetScenario,
+    *,
+    start: float,
+    speed: float,
+    anchor: float,
+    port_for: Callable[[int], int],
+    cpus: int,
+    poll_s: float | None = None,
+    sites_per_agent_process: int = SITES_PER_AGENT_PROCESS,
+    sites_per_sim_process: int = SITES_PER_SIM_PROCESS,
+) -> FleetPlan:
+    """Lay the scenario's sites out over processes; `port_for(group)` gives each port group
+    (`fleet.sites_per_port` sites on one Modbus server) its port."""
+    sites = scenario.build_sites(start, port_base=0)
+    n = len(sites)
+    per_port = scenario.fleet.sites_per_port
+    groups = math.ceil(n / per_port)
+    sim_shards = min(shard_count(n, sites_per_sim_process, cpus, cap_factor=1), groups)
+    agent_shards = shard_count(n, sites_per_agent_process, cpus)
+    ports = {g: port_for(g) for g in range(groups)}
+    planned = []
+    for i, fs in enumerate(sites):
+        g = i // per_port
+        planned.append(
+            PlannedSite(
+                site=fs,
+                region=fs.climate,
+                group=g,
+                port=ports[g],
+                sim_shard=g * sim_shards // groups,
+                agent_shard=i * agent_shards // n,
+            )
+        )
+    return FleetPlan(
+        start=start,
+        speed=speed,
+        anchor=anchor,
+        sites=tuple(planned),
+        sim_shards=sim_shards,
+        agent_shards=agent_shards,
+        poll_s=poll_s or default_poll_s(speed),
+        host=scenario.sim.host,
+        step_s=scenario.sim.step_s,
+        tick_s=scenario.sim.tick_s,
+    )
+
+
+# -- agents -------------------------------------------------------------------------------------
+
+
+def agent_config(
+    plan: FleetPlan,
+    ps: PlannedSite,
+    *,
+    folder: Path,
+    broker: tuple[str, int],
+    aggregator_pub: Path,
+) -> dict[str, Any]:
+    """The site config (as `agent.config` reads it) of one simulated site's agent."""
+    spec = ps.site.spec
+    poll = plan.poll_s
+    wall = plan.speed  # simulated seconds per wall second
+    devices: dict[str, Any] = {}
+    for kind, unit in ps.site.units.items():
+        devices[kind.value] = {
+            "kind": kind.value,
+            "profile": ps.site.profiles[kind],
+            "host": plan.host,
+            "port": ps.port,
+            "unit_id": unit,
+            "poll_interval_s": poll * (2.0 if kind is DeviceKind.AIRCON else 1.0),
+            "timeout_s": 2.0,
+            "retries": 1,
+            "max_interval_s": max(300.0, poll * 10),
+        }
+    capacity_wh = spec.battery.capacity_ah * NOMINAL_V[spec.battery.chemistry]
+    return {
+        "profiles_dir": str(PROFILES_DIR),
+        "site": {
+            "id": spec.id,
+            "timezone": spec.tz,
+            "key_file": str(folder / "site.key"),
+            "aggregator_key_files": [str(aggregator_pub)],
+        },
+        "broker": {"host": broker[0], "port": broker[1], "keepalive_s": 30},
+        "outbox": {
+            "path": str(folder / "agent.db"),
+            # Time in the outbox is simulated: keep its rhythm in wall seconds.
+            "batch_max_age_s": max(5.0, 2.0 * wall),
+            "receipt_timeout_s": max(60.0, 20.0 * wall),
+            "drain_jitter_max_s": max(5.0, 2.0 * wall),
+        },
+        "polling": {"backoff_max_s": max(300.0, poll * 10)},
+        "gateway": {"enabled": False},
+        "interlocks": {
+            "battery_capacity_wh": capacity_wh,
+            "critical_channels": {"breaker": list(CRITICAL_CHANNELS)},
+            "coverage_channels": {"breaker": list(COVERAGE_CHANNELS)},
+            "capacity_channels": {"breaker": list(CAPACITY_CHANNELS)},
+        },
+        "clock": plan.clock_section(),
+        "devices": devices,
+    }
+
+
+# -- the aggregator -----------------------------------------------------------------------------
+
+
+def aggregator_config(
+    plan: FleetPlan,
+    *,
+    workdir: Path,
+    broker: tuple[str, int],
+    http_port: int,
+    control: bool,
+) -> dict[str, Any]:
+    return {
+        "log_level": "warning",
+        "broker": {"host": broker[0], "port": broker[1], "client_id": "sitewatt-aggregator-fleet"},
+        "database": {"path": str(workdir / "aggregator" / "aggregator.db")},
+        "keys": {"key_file": str(workdir / "aggregator" / "aggregator.key")},
+        "http": {"host": "127.0.0.1", "port": http_port},
+        "control": {
+            "enabled": control,
+            "tariffs_dir": str(TARIFFS_DIR),
+            "policies_dir": str(workdir / "aggregator" / "policies"),
+        },
+        "clock": plan.clock_section(),
+    }
+
+
+def policy_layers(plan: FleetPlan) -> dict[str, dict[str, Any]]:
+    """Policy layers beyond the shipped default: lead-acid sites as a named group, so the
+    economics see their chemistry (their batteries are usually left alone)."""
+    lead = [s.id for s in plan.sites if s.site.spec.battery.chemistry is Chemistry.LEAD_ACID]
+    return {
+        "20-group-lead-acid.toml": {
+            "scope": {"kind": "group", "name": "lead-acid", "sites": lead},
+            "battery": {"chemistry": "lead_acid", "nominal_v": NOMINAL_V[Chemistry.LEAD_ACID]},
+        }
+    }
+
+
+def enrol_rows(plan: FleetPlan, public_keys: Mapping[str, str]) -> list[dict[str, str]]:
+    """Rows for `sitewatt-aggregator sites import` (JSON)."""
+    return [
+        {
+            "site": s.id,
+            "public_key": public_keys[s.id],
+            "name": f"{s.region} {s.id}",
+            "region": s.region,
+            "tz": s.site.spec.tz,
+            "tariff": s.site.tariff,
+        }
+        for s in plan.sites
+    ]
+
+
+# -- simulator processes ------------------------------------------------------------------------
+
+
+def sim_manifest(plan: FleetPlan, shard: int, *, faults: Sequence[Any] = ()) -> dict[str, Any]:
+    """What a simulator process (`sitewatt-sim fleet-host`) needs: its sites and the clock."""
+    return {
+        "clock": plan.clock_section(),
+        "host": plan.host,
+        "step_s": plan.step_s,
+        "tick_s": plan.tick_s,
+        "sites": [
+            {"site": s.site.model_dump(mode="json"), "port": s.port}
+            for s in plan.sites
+            if s.sim_shard == shard
+        ],
+        "faults": [f.model_dump(mode="json") for f in faults],
+    }
+
+
+__all__ = [
+    "PROFILES_DIR",
+    "TARIFFS_DIR",
+    "FleetPlan",
+    "PlannedSite",
+    "agent_config",
+    "aggregator_config",
+    "default_poll_s",
+    "enrol_rows",
+    "plan_fleet",
+    "policy_layers",
+    "shard_count",
+    "sim_manifest",
+]
