@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -194,11 +193,6 @@ def main() -> None:
         default=[0.5, 1.0],
         help="offered load for the lag figures, as fractions of the target",
     )
-    ap.add_argument(
-        "--nodelay",
-        action="store_true",
-        help="TCP_NODELAY on the broker and ingest's socket (the lag fix, see docs)",
-    )
     args = ap.parse_args()
     runs = runs_of(args, 3)
     sites = 100 if args.quick else args.sites
@@ -207,7 +201,7 @@ def main() -> None:
     rate_targets = list(args.lag_at)  # fractions of TARGET
     rate_secs = 2.0 if args.quick else 10.0
     rate_batches = [int(TARGET * f / per_batch * rate_secs) for f in rate_targets]
-    fig: dict[str, Any] = {"sites": sites, "per_batch": per_batch, "nodelay": args.nodelay}
+    fig: dict[str, Any] = {"sites": sites, "per_batch": per_batch}
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="sitewatt-bench-ingest-") as d:
         tmp = Path(d)
@@ -217,7 +211,7 @@ def main() -> None:
         (tmp / "keys.json").write_text(
             json.dumps({s: k.private_bytes_raw().hex() for s, k in keys.items()})
         )
-        with mosquitto("set_tcp_nodelay true\n" if args.nodelay else "") as broker:
+        with mosquitto() as broker:
             config = config_from_dict(
                 {
                     "broker": {"port": broker.port, "client_id": "bench-ingest"},
@@ -241,11 +235,6 @@ def main() -> None:
             ingest.start()
             if not ingest.wait_connected(10):
                 raise SystemExit("ingest did not connect")
-            if args.nodelay:
-                # The proposed fix, applied from outside: no Nagle delay on ingest's socket.
-                sock = ingest._client.socket()
-                assert isinstance(sock, socket.socket)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             gen = LoadGen(
                 [
                     "--port",
