@@ -65,6 +65,8 @@ def test_batches_stored_exactly_once_with_receipts(tmp_path: Path, mosquitto: Br
             assert poll(lambda: ingest.stats.duplicates == 40)
             assert svc.storage.reading_count() == 4000
             assert svc.storage.batch_count() == 40
+            # Our own retained aggregator state comes back on `+/state`: never a reject.
+            assert sum(ingest.stats.rejected.values()) == 0, ingest.stats.rejected
         finally:
             for p in pubs:
                 p.close()
