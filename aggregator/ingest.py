@@ -252,10 +252,6 @@ class Ingest:
             log.warning("disconnected from the broker (%s); reconnecting", reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic == self.topics.aggregator_state():
-            # `{p}/+/state` also matches our own retained state: not a site's message to count.
-            client.ack(msg.mid, msg.qos)
-            return
         # The network thread only enqueues: verification and the database are the worker's.
         self._queue.put(
             _Msg(msg.topic, bytes(msg.payload), msg.mid, msg.qos, now_ms(self.clock), self._gen)
