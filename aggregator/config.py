@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from aggregator.alarms import AlarmConfig
 from aggregator.errors import ConfigError
 from protocols.clock import Clock, configured_clock, parse_time
 
@@ -139,6 +140,7 @@ class AggregatorConfig(_Frozen):
     retention: RetentionConfig = RetentionConfig()
     ingest: IngestConfig = IngestConfig()
     control: ControlConfig = ControlConfig()
+    alarms: AlarmConfig = AlarmConfig()
     clock: ClockConfig = ClockConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

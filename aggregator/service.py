@@ -57,7 +57,7 @@ def build_services(config: AggregatorConfig, *, clock: Clock | None = None) -> S
         metrics=metrics,
     )
     ingest.on_ack.append(commands.handle_ack)
-    alarms = AlarmMonitor(storage, metrics=metrics, clock=clock)
+    alarms = AlarmMonitor(storage, config=config.alarms, metrics=metrics, clock=clock)
     ingest.on_stored.append(alarms.on_stored)
     ingest.on_presence.append(lambda state: alarms.on_stored(state.site, (), state))
     ingest.on_loss.append(alarms.on_loss)
