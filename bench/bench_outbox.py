@@ -194,7 +194,7 @@ def main() -> None:
         action="store_true",
         help="also drain a day without report-by-exception (2.59 M readings)",
     )
-    ap.add_argument("--sites", type=int, default=100)
+    ap.add_argument("--sites", type=int, default=None, help="fleet size (default 100, quick 10)")
     args = ap.parse_args()
     runs = runs_of(args, 3)
     rows: list[Row] = []
@@ -264,7 +264,7 @@ def main() -> None:
             )
             template.unlink()
 
-        sites = 10 if args.quick else args.sites
+        sites = args.sites or (10 if args.quick else 100)
         hour_n = DAY_RBE // 24
         jitter = 2.0 if args.quick else 10.0
         fill(template, hour_n, DAY_MS // 24)
