@@ -65,7 +65,10 @@ SENT, APPLIED, REJECTED, FAILED, EXPIRED = "sent", "applied", "rejected", "faile
 _FAILURES = frozenset({REJECTED, FAILED, EXPIRED})
 # Auto decisions the stagger may turn into a hold or a slot charge (never the safety ones).
 _HOLDABLE = frozenset({"idle", "uneconomic", "staggered"})
-DR_RECHARGE_HOURS = 4.0  # spread of a derived post-event recharge ceiling
+DR_RECHARGE_HOURS = 4.0
+# A site's import in a DR allocation is the highest of its last rounds (battery idle), so the
+# share covers cycling loads (an air-conditioner's compressor) the loop cannot follow.
+DR_PEAK_ROUNDS = 10  # spread of a derived post-event recharge ceiling
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,7 @@ class SiteMemory:
     mains_seen: bool | None = None
     outages: tuple[float, ...] = ()  # when mains was seen to fail (Unix s)
     alarmed: bool = False
+    idle_imports: tuple[float, ...] = ()  # battery-idle grid import of the last rounds (W)
 
     def key(self, name: str) -> KeyMemory:
         return self.keys.get(name, KeyMemory())
@@ -272,7 +276,9 @@ def _members(
     return [x for x in fleet if x.region == event.group or x.site in listed]
 
 
-def dr_site(x: SiteInputs, st: SiteState, s: ControlSettings) -> DrSite:
+def dr_site(
+    x: SiteInputs, st: SiteState, s: ControlSettings, recent: Sequence[float] = ()
+) -> DrSite:
     p = x.policy.peak_shaving
     above = dispatchable_wh(
         st.soc_pct,
@@ -288,12 +294,14 @@ def dr_site(x: SiteInputs, st: SiteState, s: ControlSettings) -> DrSite:
     if m.import_w is not None:
         # Import with the battery idle: add back what discharging spares (or charging costs).
         baseline = max(0.0, m.import_w - (m.battery_w or 0.0) / s.rectifier_efficiency)
+        baseline = max(baseline, *recent) if recent else baseline
     return DrSite(x.site, st.load_w, max(0.0, above), st.max_discharge_w, baseline)
 
 
-def recharge_need(x: SiteInputs, st: SiteState) -> RechargeNeed | None:
+def recharge_need(x: SiteInputs, st: SiteState, target: float | None = None) -> RechargeNeed | None:
     p = x.policy.peak_shaving
-    need = (p.target_soc - st.soc_pct) / 100.0 * st.capacity_wh * st.battery.soh_pct / 100.0
+    goal = p.target_soc if target is None else target
+    need = (goal - st.soc_pct) / 100.0 * st.capacity_wh * st.battery.soh_pct / 100.0
     rate = _charge_limit_w(st, p)
     if need <= 0 or rate <= 0:
         return None
@@ -351,12 +359,15 @@ def _battery_params(
     if slot is None or d.mode is not BatteryMode.AUTO or d.code not in _HOLDABLE:
         return d.params(), d.code, d.reason
     target = max(p.target_soc, min(100.0, d.reserve_soc))
-    if st.soc_pct >= target - p.charge_hysteresis_pct and d.code != "staggered":
+    hysteresis = p.charge_hysteresis_pct
+    if d.code in ("idle", "uneconomic"):
+        target, hysteresis = 100.0, 0.5  # auto would float it to full: stagger that too
+    if st.soc_pct >= target - hysteresis and d.code != "staggered":
         return d.params(), d.code, d.reason
     if now < slot.start:
         if st.soc_pct <= d.reserve_soc + p.start_margin_pct:
             return d.params(), d.code, d.reason  # near the reserve: recharging beats staggering
-        hold = Charge(charge_limit_w=max(1.0, slot.charge_w), target_soc=round(st.soc_pct, 1))
+        hold = _hold(st)
         return hold, "hold", f"recharge held until the fleet stagger's slot ({slot.start:.0f})"
     if now < slot.end:
         return (
@@ -365,6 +376,20 @@ def _battery_params(
             f"staggered recharge to {target:g} % at {slot.charge_w:.0f} W",
         )
     return d.params(), d.code, d.reason
+
+
+def _may_discharge(x: SiteInputs, st: SiteState) -> bool:
+    p = x.policy.peak_shaving
+    return p.enabled and not st.outage_forecast and st.outages_recent < p.outage_threshold
+
+
+HOLD_W = 100.0
+
+
+def _hold(st: SiteState) -> Charge:
+    """ "Charge to the SOC you have" at a token rate: holds the battery where it is (auto would
+    float-charge it at full rate). Rounded down, so it never asks for a top-up."""
+    return Charge(charge_limit_w=HOLD_W, target_soc=math.floor(st.soc_pct * 10) / 10)
 
 
 _SAFETY = frozenset({"disabled", "mains_absent", "unstable"})
@@ -378,8 +403,7 @@ def _dr_hold(d: Decision, st: SiteState) -> tuple[Params, str, str] | None:
         return None
     if st.soc_pct < d.reserve_soc - 0.5:
         return None
-    hold = Charge(charge_limit_w=100.0, target_soc=round(st.soc_pct, 1))
-    return hold, "dr_hold", "demand response: battery held (no charging during the event)"
+    return _hold(st), "dr_hold", "demand response: battery held (no charging during the event)"
 
 
 def plan_round(
@@ -412,8 +436,16 @@ def plan_round(
         outages = tuple(t for t in sm.outages if now - t < window_s[x.site])
         if mains is False and sm.mains_seen is not False:
             outages = (*outages, now)
+        idle = sm.idle_imports
+        imp = x.measured.import_w
+        if imp is not None:
+            now_idle = max(0.0, imp - (x.measured.battery_w or 0.0) / s.rectifier_efficiency)
+            idle = (*idle[-(DR_PEAK_ROUNDS - 1) :], now_idle)
         sites_mem[x.site] = replace(
-            sm, outages=outages, mains_seen=mains if mains is not None else sm.mains_seen
+            sm,
+            outages=outages,
+            mains_seen=mains if mains is not None else sm.mains_seen,
+            idle_imports=idle,
         )
 
     # Which sites can be planned at all, and their peak-planner state.
@@ -443,12 +475,23 @@ def plan_round(
         members = [x for x in _members(ev, usable, groups) if x.site in states]
         if ev.active(now):
             helpers = [
-                dr_site(x, states[x.site], s) for x in members if states[x.site].mains_present
+                dr_site(x, states[x.site], s, sites_mem[x.site].idle_imports)
+                for x in members
+                if states[x.site].mains_present
+            ]
+            # A site whose planner will not discharge (outage forecast, recent outages) still
+            # counts in the fleet's import but takes no share.
+            helpers = [
+                h if _may_discharge(x, states[x.site]) else replace(h, energy_above_reserve_wh=0)
+                for h, x in zip(
+                    helpers, [m for m in members if states[m.site].mains_present], strict=True
+                )
             ]
             if not helpers:
                 continue
             dr_members.update(x.site for x in members)
-            alloc = allocate(helpers, ev.cap_w, ev.effective_end - now)
+            target_w = ev.cap_w * (1 - s.dr_margin_pct / 100.0)
+            alloc = allocate(helpers, target_w, ev.effective_end - now)
             allocations[ev.id] = alloc.allocated_w
             for site, share in alloc.shares.items():
                 if share > 0:
@@ -456,7 +499,11 @@ def plan_round(
                     if prev is None or share > prev.discharge_w:
                         directives[site] = FleetDirective(discharge_w=share)
         elif ev.effective_end <= now and ev.id not in events_done and ev.start < now:
-            needs = [n for x in members if (n := recharge_need(x, states[x.site])) is not None]
+            # After an event every member goes back to full (the plant floats it there anyway
+            # once in auto), so every one of them is in the stagger.
+            needs = [
+                n for x in members if (n := recharge_need(x, states[x.site], 100.0)) is not None
+            ]
             events_done.add(ev.id)
             if needs:
                 ceiling = ceiling_for(needs, DR_RECHARGE_HOURS, s, ev.recharge_ceiling_w)

@@ -36,6 +36,7 @@ class ControlSettings(BaseModel):
     policies_dir: Path = Path("config/policies")
     rectifier_efficiency: float = Field(0.95, gt=0, le=1)
     recharge_ceiling_w: float | None = Field(None, gt=0)  # fleet recharge ceiling; None: derived
+    dr_margin_pct: float = Field(5.0, ge=0, lt=50)  # aim this far under a DR cap
     valley_fill: float = Field(0.8, gt=0, le=1)  # derived ceiling finishes in this part of it
     issued_by: str = Field("control", min_length=1, max_length=64)
 

@@ -191,10 +191,11 @@ def test_demand_response_shares_follow_energy_above_reserve() -> None:
     fleet = _fleet(now, {"a": 90.0, "b": 70.0}, load_w=1900)
     r = d.round(fleet, now, events=[ev])
     shares = {i.site: i.params["discharge_limit_w"] for i in r.intents}
-    # Import with batteries idle = 2 × 2000 W; 2000 W must go, shared by energy above reserve.
-    assert sum(shares.values()) == pytest.approx(2000.0, abs=1)
+    # Import with batteries idle = 2 × 2000 W; the loop aims 5 % under the cap (dr_margin_pct):
+    # 2100 W must go, shared by energy above reserve.
+    assert sum(shares.values()) == pytest.approx(2100.0, abs=1)
     assert shares["a"] > shares["b"] > 0
-    assert r.allocations[ev.id] == pytest.approx(2000.0)
+    assert r.allocations[ev.id] == pytest.approx(2100.0)
     assert all(r.outcomes[s].battery_code == "demand_response" for s in "ab")
 
 
@@ -224,7 +225,7 @@ def test_recharge_after_the_event_is_staggered_under_the_ceiling() -> None:
     by_site = {i.site: i for i in r.intents}
     first = plan.slots[0].site
     assert by_site[first].action == "battery.charge"
-    assert by_site[first].params["target_soc"] == 95.0
+    assert by_site[first].params["target_soc"] == 100.0  # auto would float it to full
     for other in set(socs) - {first}:
         held = by_site[other]
         assert held.action == "battery.charge"
