@@ -25,6 +25,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -176,14 +177,15 @@ class ClockConfig(_Frozen):
     speed: float = Field(1.0, gt=0, le=100_000)
     anchor: float | None = None
 
-    @model_validator(mode="after")
-    def _start_parses(self) -> ClockConfig:
-        if isinstance(self.start, str) and self.start != "now":
+    @field_validator("start")
+    @classmethod
+    def _start_parses(cls, value: str | float) -> str | float:
+        if isinstance(value, str) and value != "now":
             try:
-                parse_time(self.start)
+                parse_time(value)
             except ValueError as exc:
-                raise ValueError(f"start: not 'now' or an ISO-8601 time ({exc})") from None
-        return self
+                raise ValueError(f"not 'now' or an ISO-8601 time ({exc})") from None
+        return value
 
     def build(self) -> Clock:
         return configured_clock(self.start, self.speed, self.anchor)

@@ -11,7 +11,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from aggregator.alarms import AlarmConfig
 from aggregator.errors import ConfigError
@@ -119,14 +126,15 @@ class ClockConfig(_Frozen):
     speed: float = Field(default=1.0, gt=0, le=100_000)
     anchor: float | None = None
 
-    @model_validator(mode="after")
-    def _check(self) -> ClockConfig:
-        if isinstance(self.start, str) and self.start != "now":
+    @field_validator("start")
+    @classmethod
+    def _start_parses(cls, value: str | float) -> str | float:
+        if isinstance(value, str) and value != "now":
             try:
-                parse_time(self.start)
+                parse_time(value)
             except ValueError as exc:
-                raise ValueError(f"start: not 'now' or an ISO-8601 time ({exc})") from None
-        return self
+                raise ValueError(f"not 'now' or an ISO-8601 time ({exc})") from None
+        return value
 
     def build(self) -> Clock:
         return configured_clock(self.start, self.speed, self.anchor)
