@@ -130,7 +130,10 @@ def _exe(name: str) -> str:
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Nothing listens on `port` (a server could bind it, as servers do, with SO_REUSEADDR:
+    connections in TIME_WAIT do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
