@@ -10,6 +10,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.browser.conftest import FLEET, Aggregator, shot
@@ -159,13 +160,13 @@ def test_site_devices_mark_comm_errors_and_list_alarms(
 ) -> None:
     login(page, aggregator, "viewer", start="/ui/sites/east-02")
     page.wait_for_selector("body[data-loaded=true]")
-    brk = page.locator("article.device[data-device=brk]")
+    brk = page.locator(".device[data-device=brk]")
     assert brk.get_attribute("data-comm-error") == "true"
     assert "COMM ERROR" in brk.inner_text()
     row = brk.locator("tr[data-point=ch1_current]")
     assert row.get_attribute("data-quality") == "comm-error"
     assert "comm-error" in (row.get_attribute("class") or "")
-    meter = page.locator("article.device[data-device=meter]")
+    meter = page.locator(".device[data-device=meter]")
     assert meter.get_attribute("data-comm-error") == "false"
     alarms = page.get_by_test_id("site-alarms")
     assert alarms.locator("li[data-kind=comm_loss]").count() == 1
@@ -251,34 +252,75 @@ def test_alarms_page_lists_active_and_history(page: Any, aggregator: Aggregator)
     assert active.locator("tbody tr").count() == 1
 
 
-def test_reports_page_charts_energy_and_downloads_csv(
+def test_reports_page_shows_the_report_api_and_downloads_its_csv(
     page: Any, aggregator: Aggregator, tmp_path: Path
 ) -> None:
     login(page, aggregator, "viewer", start="/ui/reports")
     page.wait_for_selector("body[data-loaded=true]")
-    energy = chart(page, "energy")
-    assert energy["points"], "the energy chart has points"
+    t1 = aggregator.now_ms
+    t0 = t1 - 7 * 86_400_000
+    report = aggregator.api("/api/reports", from_=t0, to=t1)
+    total = report["total"]
+    cur = total["currency"]
+    assert page.get_by_test_id("rep-savings").inner_text() == f"{cur} {total['savings_cost']:.2f}"
+    assert page.get_by_test_id("rep-grid").inner_text() == f"{total['grid_kwh']:.1f} kWh"
+    rows = page.locator("#rep-table tbody tr")
+    shown = rows.evaluate_all("rs => rs.map(r => r.dataset.site)")
+    assert sorted(shown) == sorted(aggregator.sites)
+
+    # The report CSV is the API's, byte for byte.
     with page.expect_download() as info:
         page.get_by_test_id("report-csv").click()
     path = tmp_path / "report.csv"
     info.value.save_as(str(path))
-    rows = list(csv.DictReader(io.StringIO(path.read_text())))
-    assert {r["site"] for r in rows} == set(aggregator.sites)
-    # Grid energy of north-01: 15-minute rollup means x 0.25 h, as the API returns them.
-    t1 = aggregator.now_ms + 1
+    api_csv = httpx.get(
+        f"{aggregator.url}/api/reports",
+        params={"from": t0, "to": t1, "format": "csv"},
+        headers={"Authorization": f"Bearer {aggregator.tokens['viewer']}"},
+    )
+    assert path.read_text() == api_csv.text
+    assert info.value.suggested_filename == "report-fleet.csv"
+
+    # Energy per day: charted and downloadable; north-01's grid energy is its rollups' mean power
+    # x 0.25 h, as the API returns them.
+    energy = chart(page, "energy")
+    assert energy["points"], "the energy chart has points"
+    with page.expect_download() as info:
+        page.get_by_test_id("daily-csv").click()
+    daily = tmp_path / "daily.csv"
+    info.value.save_as(str(daily))
+    per_day = list(csv.DictReader(io.StringIO(daily.read_text())))
+    assert {r["site"] for r in per_day} == set(aggregator.sites)
     rollups = aggregator.api(
         "/api/sites/north-01/readings",
         device="meter",
         point="import_power",
         step=900,
-        from_=t1 - 7 * 86_400_000,
-        to=t1,
+        from_=t0,
+        to=t1 + 1,
     )["rollups"]
     expected = sum(b["mean"] * 0.25 for b in rollups) / 1000
-    got = sum(float(r["grid_import_kwh"]) for r in rows if r["site"] == "north-01")
+    got = sum(float(r["grid_import_kwh"]) for r in per_day if r["site"] == "north-01")
     assert got == pytest.approx(expected, abs=0.01)
     assert expected > 5  # three hours at about 3 kW
+
+    # One site's report.
+    page.get_by_label("Scope").select_option("site:east-02")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#rep-table tbody tr')].map(r => r.dataset.site).join()"
+        " === 'east-02'"
+    )
     shot(page, tmp_path, "reports")
+
+
+def test_fleet_savings_card_shows_the_report_total(page: Any, aggregator: Aggregator) -> None:
+    login(page, aggregator, "viewer")
+    card = page.locator("#savings-card")
+    card.wait_for(state="visible")
+    now = aggregator.now_ms
+    total = aggregator.api("/api/reports", from_=now - 30 * 86_400_000, to=now)["total"]
+    expected = f"{total['currency']} {total['savings_cost']:.2f}"
+    page.get_by_test_id("savings").filter(has_text=expected).wait_for()
 
 
 def test_narrow_window_turns_tables_into_cards(

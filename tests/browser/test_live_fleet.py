@@ -94,6 +94,10 @@ def test_fleet_online_and_site_charts_plot_the_live_readings(
     # Live: more points arrive without a reload.
     n = len(soc["points"])
     page.wait_for_function(f"window.sitewattCharts.soc.points.length > {n}", timeout=40_000)
+    page.get_by_label("1 h").check()
+    page.wait_for_function(
+        "window.sitewattCharts.soc.to_ms - window.sitewattCharts.soc.from_ms === 3600000"
+    )
     shot(page, tmp_path, "live-site")
 
 

@@ -17,24 +17,28 @@
     return el("span", { class: `sev sev-${a.severity}` }, a.severity);
   }
 
+  let zones = new Map(); // site -> time zone, so each alarm shows in its site's local time
+  const at = (a, ms) => fmtTime(ms, zones.get(a.site));
+
   async function refresh() {
     const site = siteInput.value.trim();
+    zones = new Map((await api("/api/sites")).map((s) => [s.site, s.tz]));
     const q = (extra) => new URLSearchParams({ ...(site ? { site } : {}), ...extra });
     const [active, history] = await Promise.all([
       api(`/api/alarms?${q({ active: "true", limit: "1000" })}`),
       api(`/api/alarms?${q({ limit: String(historyLimit) })}`),
     ]);
-    const at = document.querySelector("#active-alarms tbody");
-    at.replaceChildren(...active.alarms.map((a) => el("tr", { dataset: { id: String(a.id), kind: a.kind, site: a.site } },
+    const activeBody = document.querySelector("#active-alarms tbody");
+    activeBody.replaceChildren(...active.alarms.map((a) => el("tr", { dataset: { id: String(a.id), kind: a.kind, site: a.site } },
       td("Severity", sev(a)), td("Site", siteLink(a)), td("Kind", a.kind), td("Where", where(a)),
-      td("Message", a.message, "wrap"), td("Raised", fmtTime(a.raised_ms)))));
+      td("Message", a.message, "wrap"), td("Raised", at(a, a.raised_ms)))));
     document.getElementById("active-count").textContent = active.count ? String(active.count) : "";
     document.getElementById("active-empty").classList.toggle("hidden", active.count > 0);
     const ht = document.querySelector("#alarm-history tbody");
     ht.replaceChildren(...history.alarms.map((a) => el("tr", { dataset: { id: String(a.id), kind: a.kind, site: a.site, active: String(a.active) } },
       td("Severity", sev(a)), td("Site", siteLink(a)), td("Kind", a.kind), td("Where", where(a)),
-      td("Message", a.message, "wrap"), td("Raised", fmtTime(a.raised_ms)),
-      td("Cleared", a.cleared_ms ? fmtTime(a.cleared_ms) : el("strong", {}, "active")))));
+      td("Message", a.message, "wrap"), td("Raised", at(a, a.raised_ms)),
+      td("Cleared", a.cleared_ms ? at(a, a.cleared_ms) : el("strong", {}, "active")))));
     document.getElementById("older").classList.toggle("hidden", history.next_offset === null);
   }
 

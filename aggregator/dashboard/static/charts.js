@@ -76,24 +76,27 @@ const SWCharts = (() => {
 
     if (!c || c.nSeries !== allSeries.length) {
       if (c) c.plot.destroy();
+      // Readings are held until the next one (report by exception): stepped lines. Daily totals
+      // are points joined by straight lines.
+      const look = (color) => (opts.daily
+        ? { stroke: color, width: 2, paths: uPlot.paths.linear(), points: { show: true, size: 9, fill: color } }
+        : { stroke: color, width: 1.5, spanGaps: true, paths: uPlot.paths.stepped({ align: 1 }), points: { show: false } });
       const series = [
         {},
-        { label: opts.label, stroke: opts.color || "#0b5cad", width: 1.5, spanGaps: true,
-          paths: uPlot.paths.stepped({ align: 1 }), points: { show: false } },
-        ...extra.map((e) => ({ label: e.label, stroke: e.color, width: 1.2, spanGaps: true,
-          paths: uPlot.paths.stepped({ align: 1 }), points: { show: false } })),
+        { label: opts.label, ...look(opts.color || "#0b5cad") },
+        ...extra.map((e) => ({ label: e.label, ...look(e.color) })),
       ];
       const toDate = tzDate(opts.tz) || ((ts) => new Date(ts * 1e3));
-      const yScale = opts.yRange ? { range: opts.yRange } : {};
+      const yScale = opts.yRange ? { range: opts.yRange } : opts.daily ? { range: (u, lo, hi) => [0, hi > 0 ? hi * 1.1 : 1] } : {};
       const plot = new uPlot({
         width: widthOf(plotDiv),
         height: 220,
         tzDate: toDate,
         scales: { x: { time: true, range: () => [state.from, state.to] }, y: yScale },
         series,
-        axes: [{ values: (u, splits) => {
+        axes: [{ space: 60, splits: opts.daily ? (u) => Array.from(u.data[0]) : undefined, values: (u, splits) => {
           const span = state.to - state.from;
-          const f = span > 3 * 86400 ? fmtDay : span > 86400 ? fmtDayTime : fmtTime;
+          const f = opts.daily || span > 3 * 86400 ? fmtDay : span > 86400 ? fmtDayTime : fmtTime;
           return splits.map((s) => f(toDate(s)));
         } }, { size: 60, values: (u, vals) => vals.map((v) => (opts.unit === "W" && Math.abs(v) >= 1000 ? `${(v / 1000).toFixed(1)}k` : `${v}`)) }],
         legend: { show: extra.length > 0 },

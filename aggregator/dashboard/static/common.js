@@ -262,7 +262,7 @@ const SW = (() => {
       }
       document.body.dataset.role = who.role;
     }).catch(() => {});
-    poll(navAlarms, Math.max(POLL_MS, 10000));
+    poll(navAlarms, Math.max(POLL_MS, 5000));
   }
 
   init();

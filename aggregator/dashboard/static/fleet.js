@@ -98,5 +98,29 @@
   filterText.addEventListener("input", render);
   for (const r of document.querySelectorAll('input[name="show"]')) r.addEventListener("change", render);
   SW.poll(refresh);
-  if (window.SWSavings) window.SWSavings.start(document.getElementById("savings-card"));
+
+  /* Savings so far: the report API's fleet total over the last 30 days (hidden if the aggregator
+     has no report endpoint or no tariff to price it with). */
+  const SAVINGS_DAYS = 30;
+  async function savings() {
+    const card = document.getElementById("savings-card");
+    const now = await SW.serverNow();
+    let rep;
+    try {
+      rep = await api(`/api/reports?from=${now - SAVINGS_DAYS * 86400e3}&to=${now}`);
+    } catch (e) {
+      card.classList.add("hidden");
+      return;
+    }
+    const t = rep.total || {};
+    if (t.savings_cost === undefined || t.savings_cost === null) {
+      card.classList.add("hidden");
+      return;
+    }
+    card.classList.remove("hidden");
+    document.getElementById("t-savings").textContent = `${t.currency || ""} ${Number(t.savings_cost).toFixed(2)}`.trim();
+    document.getElementById("t-savings-sub").textContent =
+      `last ${SAVINGS_DAYS} days · ${Number(t.savings_kwh || 0).toFixed(1)} kWh · ${Number(t.savings_kgco2 || 0).toFixed(1)} kg CO₂`;
+  }
+  SW.poll(savings, Math.max(SW.POLL_MS, 60000));
 })();

@@ -41,6 +41,9 @@
     document.getElementById("no-alarms").classList.toggle("hidden", alarms.length > 0);
   }
 
+  /* Devices fold away (a smart breaker alone has dozens of points); what the user opened or
+     closed stays so across refreshes. Small devices and any with comm errors start open. */
+  const deviceOpen = new Map();
   function renderDevices(devices) {
     const box = document.getElementById("devices");
     box.replaceChildren(...devices.map((dev) => {
@@ -50,11 +53,16 @@
         td("Value", fmtNum(p.value, 2), "num"),
         td("Quality", el("span", { class: `q-${p.quality}` }, p.quality)),
         td("Time", el("span", { title: fmtTime(p.t_ms, tz) }, fmtAgo(p.t_ms, nowMs)))));
-      return el("article", { class: "card device", dataset: { device: dev.device, commError: String(bad > 0) } },
-        el("h3", {}, dev.device, bad ? el("span", { class: "q-comm-error", title: `${bad} point(s) with comm-error quality` }, "COMM ERROR") : null),
+      const open = deviceOpen.has(dev.device) ? deviceOpen.get(dev.device) : bad > 0 || dev.points.length <= 12;
+      const details = el("details", { class: "card device", open, dataset: { device: dev.device, commError: String(bad > 0) } },
+        el("summary", {}, el("span", { class: "dev-name" }, dev.device),
+          el("span", { class: "muted" }, ` ${dev.points.length} points`),
+          bad ? el("span", { class: "q-comm-error", title: `${bad} point(s) with comm-error quality` }, `COMM ERROR (${bad})`) : null),
         el("div", { class: "table-wrap" }, el("table", { class: "data responsive" },
           el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Point"), el("th", { scope: "col", class: "num" }, "Value"), el("th", { scope: "col" }, "Quality"), el("th", { scope: "col" }, "Time"))),
           el("tbody", {}, rows))));
+      details.addEventListener("toggle", () => deviceOpen.set(dev.device, details.open));
+      return details;
     }));
   }
 
@@ -67,6 +75,10 @@
 
   function renderCommands(page) {
     const tbody = document.querySelector("#command-history tbody");
+    if (!page.commands.length) {
+      tbody.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "8", class: "muted" }, "No command sent to this site yet.")));
+      return;
+    }
     tbody.replaceChildren(...page.commands.map((c) => el("tr", { dataset: { id: c.id, status: c.status, action: c.action } },
       td("Seq", String(c.seq), "num"),
       td("Action", c.action),
