@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from aggregator.auth import Role, generate_token, hash_token
+from aggregator.control.events import DrStore, new_event
 from protocols.keys import generate_key, public_key_hex
 from tests.aggregator.api_fixtures import Fleet, bearer, client_for, close_fleet, make_fleet
 
@@ -32,6 +33,11 @@ _counter = iter(range(10**6))
 
 def _new_site(_: Fleet) -> dict[str, Any]:
     return {"site": f"new-{next(_counter)}", "public_key": public_key_hex(generate_key())}
+
+
+def _fresh_dr_event(f: Fleet) -> str:
+    event = new_event(cap_w=1000, start=2e9, end=2e9 + 3600, created_by="t", created_ms=0)
+    return DrStore(f.storage).add(event, now=0).id
 
 
 def _fresh_token_id(f: Fleet) -> str:
@@ -85,6 +91,26 @@ ENDPOINTS = [
     Endpoint("GET", "/api/tokens", A, 200),
     Endpoint("POST", "/api/tokens", A, 201, {"role": "viewer", "name": "x"}),
     Endpoint("DELETE", lambda f: f"/api/tokens/{_fresh_token_id(f)}", A, 204),
+    # control and reports (aggregator/api/routes/control.py, reports.py)
+    Endpoint("GET", "/api/reports", V, 200),
+    Endpoint("GET", "/api/policies", V, 200),
+    Endpoint("GET", "/api/policies/sites/s1", V, 200),
+    Endpoint("PUT", "/api/policies/default", OP, 200, {}),
+    Endpoint("DELETE", "/api/policies/default", OP, 204),
+    Endpoint("PUT", "/api/policies/sites/s1", OP, 200, {"peak_shaving": {"backup_hours": 4}}),
+    Endpoint("DELETE", "/api/policies/sites/s1", OP, 204),
+    Endpoint("PUT", "/api/policies/groups/west", OP, 200, {"dormant": {"ac_offset_c": 1}}),
+    Endpoint("DELETE", "/api/policies/groups/west", OP, 204),
+    Endpoint("GET", "/api/dr/events", V, 200),
+    Endpoint(
+        "POST",
+        "/api/dr/events",
+        OP,
+        201,
+        {"cap_kw": 5, "start": "2030-01-01T10:00:00", "end": "2030-01-01T11:00:00"},
+    ),
+    Endpoint("DELETE", lambda f: f"/api/dr/events/{_fresh_dr_event(f)}", OP, 200),
+    Endpoint("GET", "/api/control/status", V, 200),
 ]
 
 CALLERS: list[tuple[str, Role | None]] = [
@@ -155,6 +181,7 @@ def test_matrix_covers_every_route(fleet: Fleet) -> None:
             concrete = path.replace(
                 "{site}", "s2" if method == "post" and "keys" in path else "s1"
             ).replace("{token_id}", "*")
+            concrete = concrete.replace("{group}", "west").replace("{event_id}", "*")
             found = any(
                 m == method.upper()
                 and (c == concrete or (concrete.endswith("*") and c.startswith(concrete[:-1])))

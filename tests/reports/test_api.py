@@ -109,7 +109,7 @@ async def test_report_needs_a_token(api: Api) -> None:
 
 async def test_policy_override_validates_and_applies(api: Api) -> None:
     bad = await api.client.put(
-        "/api/policies/group/east",
+        "/api/policies/groups/east",
         json={"peak_shaving": {"backup_hours": -2}},
         headers=api.auth("operator"),
     )
@@ -117,9 +117,11 @@ async def test_policy_override_validates_and_applies(api: Api) -> None:
     assert "peak_shaving.backup_hours" in bad.json()["detail"]
     # A viewer may read but not set.
     body = {"peak_shaving": {"backup_hours": 5}}
-    denied = await api.client.put("/api/policies/group/east", json=body, headers=api.auth("viewer"))
+    denied = await api.client.put(
+        "/api/policies/groups/east", json=body, headers=api.auth("viewer")
+    )
     assert denied.status_code == 403
-    ok = await api.client.put("/api/policies/group/east", json=body, headers=api.auth("operator"))
+    ok = await api.client.put("/api/policies/groups/east", json=body, headers=api.auth("operator"))
     assert ok.status_code == 200, ok.text
     assert ok.json()["scope"] == "group:east"
     r = await api.client.get("/api/policies/sites/s1", headers=api.auth("viewer"))
@@ -127,7 +129,7 @@ async def test_policy_override_validates_and_applies(api: Api) -> None:
     assert r.json()["layers"] == ["default", "group:east"]
     r2 = await api.client.get("/api/policies/sites/s2", headers=api.auth("viewer"))
     assert r2.json()["policy"]["peak_shaving"]["backup_hours"] == 3
-    gone = await api.client.delete("/api/policies/group/east", headers=api.auth("operator"))
+    gone = await api.client.delete("/api/policies/groups/east", headers=api.auth("operator"))
     assert gone.status_code == 204
     r = await api.client.get("/api/policies/sites/s1", headers=api.auth("viewer"))
     assert r.json()["policy"]["peak_shaving"]["backup_hours"] == 3
@@ -137,7 +139,7 @@ async def test_a_merge_that_breaks_a_site_is_refused(api: Api) -> None:
     # Alone the layer is valid; merged with the default target 95 it is still valid; but a
     # floor above the target is not, and the error names the site's policy.
     r = await api.client.put(
-        "/api/policies/site/s1",
+        "/api/policies/sites/s1",
         json={"peak_shaving": {"floor_pct": 97}},
         headers=api.auth("operator"),
     )
@@ -161,7 +163,7 @@ async def test_demand_response_events(api: Api) -> None:
     assert viewer.status_code == 403
     listed = await api.client.get("/api/dr/events", headers=api.auth("viewer"))
     assert [e["id"] for e in listed.json()] == [ev["id"]]
-    c = await api.client.post(f"/api/dr/events/{ev['id']}/cancel", headers=h)
+    c = await api.client.delete(f"/api/dr/events/{ev['id']}", headers=h)
     assert c.json()["state"] == "cancelled"
-    missing = await api.client.post("/api/dr/events/nope/cancel", headers=h)
+    missing = await api.client.delete("/api/dr/events/nope", headers=h)
     assert missing.status_code == 404

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, status
+from fastapi import APIRouter, Body, Depends, status
 from pydantic import BaseModel, Field
 
 from aggregator.api.deps import ApiServices, not_found, parse_ms, services, unprocessable
@@ -17,7 +17,6 @@ from aggregator.control.policies import (
     PolicyLayer,
     ScopeKind,
     layer_from_mapping,
-    load_overrides,
     save_override,
 )
 from aggregator.errors import ConfigError, UnknownSiteError
@@ -74,16 +73,6 @@ def site_policy(site: str, svc: Svc, _: Viewer) -> dict[str, Any]:
     }
 
 
-def _scope(kind: str, name: str) -> tuple[ScopeKind, str]:
-    try:
-        k = ScopeKind(kind)
-    except ValueError:
-        raise not_found(f"no policy scope kind {kind!r} (default, group, site)") from None
-    if k is ScopeKind.DEFAULT:
-        return k, ""
-    return k, name
-
-
 PolicyBody = Annotated[
     dict[str, Any],
     Body(
@@ -123,39 +112,64 @@ def put_default_policy(body: PolicyBody, svc: Svc, _: Operator) -> LayerOut:
     return _put(svc, ScopeKind.DEFAULT, "", body)
 
 
+def _check_site(svc: ApiServices, site: str) -> None:
+    try:
+        svc.storage.get_site(site)
+    except UnknownSiteError:
+        raise not_found(f"no site {site!r}") from None
+
+
 @router.put(
-    "/policies/{kind}/{name}",
+    "/policies/sites/{site}",
     response_model=LayerOut,
-    summary="Set a group's or a site's override (operator)",
+    summary="Set a site's override (operator)",
     responses={422: {"description": "a key that does not validate (named in the detail)"}},
 )
-def put_policy(
-    kind: Annotated[str, Path(description="group or site")],
-    name: str,
-    body: PolicyBody,
-    svc: Svc,
-    _: Operator,
-) -> LayerOut:
-    k, n = _scope(kind, name)
-    if k is ScopeKind.SITE:
-        try:
-            svc.storage.get_site(n)
-        except UnknownSiteError:
-            raise not_found(f"no site {n!r}") from None
-    return _put(svc, k, n, body)
+def put_site_policy(site: str, body: PolicyBody, svc: Svc, _: Operator) -> LayerOut:
+    _check_site(svc, site)
+    return _put(svc, ScopeKind.SITE, site, body)
+
+
+@router.put(
+    "/policies/groups/{group}",
+    response_model=LayerOut,
+    summary="Set a group's override (operator): a region, or a named group listing `sites`",
+    responses={422: {"description": "a key that does not validate (named in the detail)"}},
+)
+def put_group_policy(group: str, body: PolicyBody, svc: Svc, _: Operator) -> LayerOut:
+    return _put(svc, ScopeKind.GROUP, group, body)
+
+
+def _delete(svc: ApiServices, scope: str) -> None:
+    save_override(svc.storage, None, scope=scope)
 
 
 @router.delete(
-    "/policies/{kind}/{name}",
+    "/policies/default",
     status_code=status.HTTP_204_NO_CONTENT,
-    summary="Remove an operator override (operator)",
+    summary="Remove the fleet override (operator)",
 )
-def delete_policy(kind: str, name: str, svc: Svc, _: Operator) -> None:
-    k, n = _scope(kind, name)
-    scope = "default" if k is ScopeKind.DEFAULT else f"{k.value}:{n}"
-    if not any(x.scope == scope for x in load_overrides(svc.storage)):
-        raise not_found(f"no override for {scope}")
-    save_override(svc.storage, None, scope=scope)
+def delete_default_policy(svc: Svc, _: Operator) -> None:
+    """Idempotent: removing an override that is not there succeeds."""
+    _delete(svc, "default")
+
+
+@router.delete(
+    "/policies/sites/{site}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove a site's override (operator)",
+)
+def delete_site_policy(site: str, svc: Svc, _: Operator) -> None:
+    _delete(svc, f"site:{site}")
+
+
+@router.delete(
+    "/policies/groups/{group}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove a group's override (operator)",
+)
+def delete_group_policy(group: str, svc: Svc, _: Operator) -> None:
+    _delete(svc, f"group:{group}")
 
 
 # -- demand response ---------------------------------------------------------------------------
@@ -241,10 +255,10 @@ def create_event(body: DrIn, svc: Svc, who: Operator) -> DrOut:
     return _dr_out(event, now)
 
 
-@router.post(
-    "/dr/events/{event_id}/cancel",
+@router.delete(
+    "/dr/events/{event_id}",
     response_model=DrOut,
-    summary="Cancel (or end early) a demand-response event (operator)",
+    summary="Cancel (or end early) a demand-response event (operator); it stays listed",
 )
 def cancel_event(event_id: str, svc: Svc, _: Operator) -> DrOut:
     try:
@@ -260,8 +274,9 @@ def control_status(svc: Svc, _: Viewer) -> dict[str, Any]:
     loop = getattr(svc, "control", None)
     rnd = getattr(loop, "last_round", None)
     if rnd is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "the control loop has not run a round")
+        return {"running": False, "sites": {}, "skipped": {}, "allocations_w": {}, "intents": 0}
     return {
+        "running": True,
         "sites": {
             s: {
                 "battery": o.battery,
