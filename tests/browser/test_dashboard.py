@@ -50,9 +50,13 @@ def test_root_redirects_to_login_and_a_bad_token_is_refused(
 def test_login_shows_every_site_with_totals_sort_and_filters(
     page: Any, aggregator: Aggregator, tmp_path: Path
 ) -> None:
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
     login(page, aggregator, "operator")
     page.wait_for_selector("#fleet[data-loaded=true] tbody tr")
     assert sorted(fleet_rows(page)) == sorted(aggregator.sites)
+    # Everything comes from the aggregator itself: no CDN, no third party.
+    assert requested and all(u.startswith(aggregator.url + "/") for u in requested), requested
     # The token travels as a bearer header, kept for the tab only.
     held = page.evaluate("sessionStorage.getItem('sitewatt.token')")
     assert held == aggregator.tokens["operator"]

@@ -46,6 +46,17 @@ const SWCharts = (() => {
     };
   }
 
+  /* Tick labels: watts in k with as many decimals as the tick step needs (no "5.2k, 5.2k"). */
+  function axisValues(vals, unit) {
+    if (unit !== "W" || !vals.some((v) => Math.abs(v) >= 1000)) return vals.map((v) => `${v}`);
+    const stepW = vals.length > 1 ? Math.abs(vals[1] - vals[0]) : 1000;
+    if (stepW < 10) return vals.map((v) => `${v}`); // a flat line: whole watts say more
+    const step = stepW / 1000;
+    let digits = 0;
+    while (digits < 3 && Math.abs(step * 10 ** digits - Math.round(step * 10 ** digits)) > 1e-6) digits += 1;
+    return vals.map((v) => `${(v / 1000).toFixed(digits)}k`);
+  }
+
   function widthOf(container) {
     return Math.max(200, Math.floor(container.clientWidth || container.parentElement.clientWidth || 600));
   }
@@ -98,7 +109,7 @@ const SWCharts = (() => {
           const span = state.to - state.from;
           const f = opts.daily || span > 3 * 86400 ? fmtDay : span > 86400 ? fmtDayTime : fmtTime;
           return splits.map((s) => f(toDate(s)));
-        } }, { size: 60, values: (u, vals) => vals.map((v) => (opts.unit === "W" && Math.abs(v) >= 1000 ? `${(v / 1000).toFixed(1)}k` : `${v}`)) }],
+        } }, { size: 60, values: (u, vals) => axisValues(vals, opts.unit) }],
         legend: { show: extra.length > 0 },
         cursor: { drag: { x: false, y: false } },
         hooks: { drawClear: [bandHook(state)] },
