@@ -129,7 +129,8 @@ async def run(
         if services.alarms is not None:
             tasks.append(asyncio.create_task(services.alarms.run(), name="alarms"))
         if settings_from_config(config).enabled:  # the control loop (aggregator.control)
-            tasks.append(asyncio.create_task(ControlLoop(services).run(), name="control"))
+            services.control = ControlLoop(services)
+            tasks.append(asyncio.create_task(services.control.run(), name="control"))
         log.info(
             "aggregator running: broker %s:%d, http %s:%d, database %s",
             config.broker.host,

@@ -4,6 +4,7 @@ and, later, the control loop."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aggregator.alarm_monitor import AlarmMonitor
 from aggregator.commands import Commands
@@ -13,6 +14,9 @@ from aggregator.metrics import AggregatorMetrics
 from aggregator.sites import SiteRegistry
 from aggregator.storage import Storage
 from protocols.clock import Clock
+
+if TYPE_CHECKING:
+    from aggregator.control.loop import ControlLoop
 
 
 @dataclass
@@ -25,6 +29,7 @@ class Services:
     clock: Clock
     registry: SiteRegistry
     alarms: AlarmMonitor | None = None
+    control: ControlLoop | None = None  # set while `serve` runs the control loop
 
     @property
     def ingest_stats(self) -> IngestStats | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -21,6 +22,13 @@ from simulators.broker import Broker, free_port, wait_port
 from tests.support.site_publisher import SitePublisher
 
 runner = CliRunner()
+
+
+def _get_json(url: str, token: str) -> dict[str, object]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        body: dict[str, object] = json.loads(resp.read())
+        return body
 
 
 def _conf(tmp: Path, **extra: str) -> Path:
@@ -119,8 +127,12 @@ def test_serve_runs_ingest_and_http_until_sigterm(tmp_path: Path, mosquitto: Bro
         tmp_path,
         broker=f'host = "{mosquitto.host}"\nport = {mosquitto.port}\nclient_id = "serve-test"',
         http=f'host = "127.0.0.1"\nport = {port}',
+        control="enabled = true\ninterval_s = 1\nlease_s = 30",
     )
     assert runner.invoke(app, ["keys", "init", "--config", str(conf)]).exit_code == 0
+    made = runner.invoke(app, ["tokens", "create", "--role", "viewer", "--config", str(conf)])
+    assert made.exit_code == 0, made.output
+    token = made.stdout.strip().splitlines()[-1].strip()
     agg_key = load_signer(tmp_path / "agg.key").public_key
     pub = SitePublisher("S1", host=mosquitto.host, port=mosquitto.port, aggregator_key=agg_key)
     r = runner.invoke(
@@ -138,6 +150,9 @@ def test_serve_runs_ingest_and_http_until_sigterm(tmp_path: Path, mosquitto: Bro
         assert pub.wait_for(lambda: any(s.online for s in pub.aggregator_states), 10)
         pub.publish_message(pub.batch(1, []))
         assert pub.wait_receipts([1], 10)
+        # the control loop runs inside serve and the API sees its rounds
+        status_url = f"http://127.0.0.1:{port}/api/control/status"
+        assert pub.wait_for(lambda: _get_json(status_url, token).get("running") is True, 15)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
         # a clean shutdown says so: the retained state is offline

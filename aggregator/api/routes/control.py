@@ -271,7 +271,7 @@ def cancel_event(event_id: str, svc: Svc, _: Operator) -> DrOut:
 @router.get("/control/status", summary="The control loop's last round")
 def control_status(svc: Svc, _: Viewer) -> dict[str, Any]:
     """Per site: what the planners want and why, sites left alone and why, DR allocations."""
-    loop = getattr(svc, "control", None)
+    loop = getattr(svc, "control", None)  # ApiServices need not carry a control loop
     rnd = getattr(loop, "last_round", None)
     if rnd is None:
         return {"running": False, "sites": {}, "skipped": {}, "allocations_w": {}, "intents": 0}
