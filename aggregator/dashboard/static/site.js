@@ -56,7 +56,7 @@
       const open = deviceOpen.has(dev.device) ? deviceOpen.get(dev.device) : bad > 0 || dev.points.length <= 12;
       const details = el("details", { class: "card device", open, dataset: { device: dev.device, commError: String(bad > 0) } },
         el("summary", {}, el("span", { class: "dev-name" }, dev.device),
-          el("span", { class: "muted" }, ` ${dev.points.length} points`),
+          el("span", { class: "muted" }, ` ${dev.points.length} point${dev.points.length === 1 ? "" : "s"}`),
           bad ? el("span", { class: "q-comm-error", title: `${bad} point(s) with comm-error quality` }, `COMM ERROR (${bad})`) : null),
         el("div", { class: "table-wrap" }, el("table", { class: "data responsive" },
           el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Point"), el("th", { scope: "col", class: "num" }, "Value"), el("th", { scope: "col" }, "Quality"), el("th", { scope: "col" }, "Time"))),
