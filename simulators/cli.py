@@ -162,6 +162,74 @@ def status(
     console.print_json(json.dumps(answer))
 
 
+@app.command()
+def compare(
+    scenario: Annotated[Path, typer.Option(help="scenario TOML (fleet or site)")],
+    policy: Annotated[list[Path], typer.Option(help="policy TOML to compare (repeat the option)")],
+    baseline: Annotated[
+        bool, typer.Option(help="also run a no-action twin and measure savings against it")
+    ] = True,
+    days: Annotated[float, typer.Option(help="simulated days")] = 1.0,
+    out: Annotated[
+        Path | None, typer.Option(help="write compare.csv and compare.json here")
+    ] = None,
+    start: Annotated[str | None, typer.Option(help="simulated start, ISO-8601")] = None,
+    interval_s: Annotated[float, typer.Option(help="control interval (simulated s)")] = 60.0,
+    step_s: Annotated[
+        float | None, typer.Option(help="physics step (default: the scenario's)")
+    ] = None,
+) -> None:
+    """Compare control policies offline: the shared planners drive the site physics directly,
+    no network (see simulators/offline.py and docs/control.md)."""
+    # Imported here: the offline runner (and the planners) are only needed by this command.
+    import time
+
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+    from protocols.control.errors import ControlError
+    from simulators import offline
+    from simulators.scenario import load_scenario
+
+    try:
+        sc = load_scenario(scenario)
+        policies = [offline.load_compare_policy(p) for p in policy]
+        t0 = parse_time(start) if start is not None else offline.default_start(sc, time.time())
+    except (SimulatorError, ValueError) as exc:
+        raise _fail(exc) from None
+    tasks: dict[str, TaskID] = {}
+    columns = (TextColumn("{task.description:<24}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+
+        def tick(name: str, done: float) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=1.0)
+            bar.update(tasks[name], completed=done)
+
+        try:
+            result = offline.run_compare(
+                sc,
+                policies,
+                start=t0,
+                days=days,
+                baseline=baseline,
+                interval_s=interval_s,
+                step_s=step_s,
+                scenario_name=str(scenario),
+                progress=tick,
+            )
+        except (SimulatorError, ControlError) as exc:
+            raise _fail(exc) from None
+    for r in result.policies:
+        console.print(offline.policy_table(r, result))
+    console.print(offline.summary_table(result))
+    violations = sum(r.total.reserve_violations for r in result.policies)
+    if violations:
+        console.print(f"[red]{violations} reserve violation(s): see the tables[/red]")
+    if out is not None:
+        csv_path, json_path = offline.write_outputs(result, out)
+        console.print(f"wrote {csv_path} and {json_path}")
+
+
 from simulators import cli_fleet  # noqa: E402, F401  (registers fleet, demo, scenario, fleet-host)
 
 if __name__ == "__main__":
