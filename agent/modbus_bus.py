@@ -129,8 +129,8 @@ class ModbusBus:
         return bool(self._client.connected)
 
     async def close(self) -> None:
-        async with self.lock:
-            self._client.close()
+        """Close the connection now; a request in flight fails (we are shutting down)."""
+        self._client.close()
 
     async def __aenter__(self) -> ModbusBus:
         return self

@@ -207,15 +207,17 @@ class Agent:
         others = [t for t in self._tasks if t is not delivery]
         for t in others:
             t.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
+        if others:
+            await asyncio.wait(others, timeout=5.0)
         if delivery is not None:
-            try:
-                await asyncio.wait_for(delivery, 10.0)
-            except (TimeoutError, asyncio.CancelledError):
+            # Let it publish the offline state and disconnect; never wait on it unboundedly.
+            done, _ = await asyncio.wait([delivery], timeout=10.0)
+            if not done:
+                log.warning("%s: delivery did not stop in 10 s; cancelling", self.config.site_id)
                 delivery.cancel()
-                await asyncio.gather(delivery, return_exceptions=True)
-            except Exception:
-                log.exception("%s: delivery ended with an error", self.config.site_id)
+                await asyncio.wait([delivery], timeout=5.0)
+            elif not delivery.cancelled() and delivery.exception() is not None:
+                log.error("%s: delivery ended with %r", self.config.site_id, delivery.exception())
         self._tasks.clear()
         self.outbox.close()
         self.audit.close()

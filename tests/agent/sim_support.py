@@ -6,19 +6,26 @@ one loopback server, with a fault board for injecting misbehaviour.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent.config import SiteConfig
 from protocols.clock import Clock
+from protocols.keys import generate_key, public_key_hex, save_private_key
 from protocols.profiles import load_profile
 from protocols.types import DeviceKind
+from simulators.broker import Broker
+from simulators.host import SimHost
 from simulators.modbus.faults import FaultBoard
 from simulators.modbus.server import ServedDevice, SimTcpServer, serve_tcp
 from simulators.runtime import SiteRuntime
 from simulators.spec import SiteSpec
 from tests.agent.devices_support import site_config
+from tests.conftest import REPO
+
+SITE_TOML = REPO / "config" / "site.toml"
 
 PROFILES = {
     "rectifier": (DeviceKind.RECTIFIER, "rectifier_ampere_apc4812", 1),
@@ -86,3 +93,42 @@ async def start_sim_site(spec: SiteSpec, clock: Clock) -> SimSite:
     faults = FaultBoard()
     server = await serve_tcp({PROFILES[name][2]: dev for name, dev in units.items()}, faults=faults)
     return SimSite(runtime, server, faults, units)
+
+
+def shipped_layout(tmp_path: Path) -> Path:
+    """config/site.toml copied into a checkout-like tree (config/ + var/)."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "var").mkdir()
+    (tmp_path / "config" / "profiles").symlink_to(REPO / "config" / "profiles")
+    agg = generate_key()
+    (tmp_path / "var" / "aggregator.pub").write_text(f"public key: {public_key_hex(agg)}\n")
+    dst = tmp_path / "config" / "site.toml"
+    dst.write_text(SITE_TOML.read_text())
+    return dst
+
+
+def site_config_for(
+    tmp_path: Path,
+    sim: SimHost,
+    broker: Broker,
+    agg_pub: str,
+    *,
+    replace: dict[str, str] | None = None,
+) -> Path:
+    """config/site.toml with the simulator's free ports, the test broker and keys, and any
+    further text replacements (faster polls, TLS settings)."""
+    path = shipped_layout(tmp_path)
+    (tmp_path / "var" / "aggregator.pub").write_text(agg_pub + "\n")
+    save_private_key(generate_key(), tmp_path / "var" / "sim-site-1.key")
+    text = path.read_text()
+    for kind in ("rectifier", "battery", "aircon", "breaker", "meter"):
+        ep = sim.endpoint(kind)
+        text = re.sub(
+            rf"(\[devices\.{kind}\][^\[]*?port = )\d+", rf"\g<1>{ep.port}", text, flags=re.S
+        )
+    text = text.replace("port = 1883", f"port = {broker.port}")
+    for old, new in (replace or {}).items():
+        assert old in text, old
+        text = text.replace(old, new)
+    path.write_text(text)
+    return path

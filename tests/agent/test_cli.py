@@ -22,13 +22,13 @@ from protocols.keys import (
     kid_hex,
     load_private_key,
     public_key_hex,
-    save_private_key,
 )
 from protocols.types import Quality, Reading
 from simulators.broker import Broker
 from simulators.host import SimHost
 from simulators.launch import build_site_host, site_placements
 from simulators.scenario import load_site_scenario
+from tests.agent.sim_support import shipped_layout, site_config_for
 from tests.conftest import REPO
 from tests.support.receiver import Receiver
 
@@ -52,18 +52,6 @@ def test_keys_init_and_show(tmp_path: Path) -> None:
     key_file.chmod(0o644)
     refused = runner.invoke(app, ["keys", "show", "--key-file", str(key_file)])
     assert refused.exit_code == 2 and "chmod 600" in refused.output
-
-
-def shipped_layout(tmp_path: Path) -> Path:
-    """config/site.toml copied into a checkout-like tree (config/ + var/)."""
-    (tmp_path / "config").mkdir()
-    (tmp_path / "var").mkdir()
-    (tmp_path / "config" / "profiles").symlink_to(REPO / "config" / "profiles")
-    agg = generate_key()
-    (tmp_path / "var" / "aggregator.pub").write_text(f"public key: {public_key_hex(agg)}\n")
-    dst = tmp_path / "config" / "site.toml"
-    dst.write_text(SITE_TOML.read_text())
-    return dst
 
 
 def test_shipped_site_toml_matches_sim_site(tmp_path: Path) -> None:
@@ -95,22 +83,6 @@ async def sim() -> AsyncIterator[SimHost]:
         yield host
     finally:
         await host.stop()
-
-
-def site_config_for(tmp_path: Path, sim: SimHost, broker: Broker, agg_pub: str) -> Path:
-    """config/site.toml with the simulator's free ports, the test broker and keys."""
-    path = shipped_layout(tmp_path)
-    (tmp_path / "var" / "aggregator.pub").write_text(agg_pub + "\n")
-    save_private_key(generate_key(), tmp_path / "var" / "sim-site-1.key")
-    text = path.read_text()
-    for kind in ("rectifier", "battery", "aircon", "breaker", "meter"):
-        ep = sim.endpoint(kind)
-        text = re.sub(
-            rf"(\[devices\.{kind}\][^\[]*?port = )\d+", rf"\g<1>{ep.port}", text, flags=re.S
-        )
-    text = text.replace("port = 1883", f"port = {broker.port}")
-    path.write_text(text)
-    return path
 
 
 async def cli(*args: str, timeout: float = 60) -> tuple[int, str]:
