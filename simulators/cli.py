@@ -186,7 +186,7 @@ def compare(
 
     from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-    from protocols.control.errors import ControlError
+    from protocols.errors import ProtocolError
     from simulators import offline
     from simulators.scenario import load_scenario
 
@@ -217,7 +217,7 @@ def compare(
                 scenario_name=str(scenario),
                 progress=tick,
             )
-        except (SimulatorError, ControlError) as exc:
+        except (SimulatorError, ProtocolError) as exc:
             raise _fail(exc) from None
     for r in result.policies:
         console.print(offline.policy_table(r, result))

@@ -39,7 +39,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.table import Table
@@ -60,7 +60,7 @@ from protocols.control.dormant import (
 from protocols.control.economics import Battery as BatteryEconomics
 from protocols.control.economics import Chemistry as EconChemistry
 from protocols.control.emissions import EmissionFactor, emission_factor
-from protocols.control.errors import ControlError
+from protocols.control.errors import ControlConfigError, ControlError
 from protocols.control.fleet import RechargeNeed, RechargePlan, RechargeSlot, stagger
 from protocols.control.peak import (
     BatteryMode as PlanMode,
@@ -92,6 +92,11 @@ VALLEY_FILL = 0.8
 HOLD_W = 100.0
 """A staggered site waiting for its slot is held: "charge to the SOC you have" at a token rate
 (battery auto would float-charge it at full rate and make the rebound peak the stagger avoids)."""
+RENEW_S = 300.0
+"""Leased commands (peak shave, charge) are renewed this often: the aggregator's default
+`lease_s` × `renew_fraction`. A renewal re-applies the command, through the agent's checks."""
+POWER_TOLERANCE_W, POWER_TOLERANCE_PCT = 100.0, 10.0
+"""A power change below both is not a change (the aggregator's `power_tolerance_w/_pct`)."""
 AC_SETPOINT_BOUNDS = (18.0, 32.0)
 """The agent's default AC setpoint bounds (agent config `interlocks.ac_setpoint_min/max_c`)."""
 COVERAGE_RISE_PCT = 30.0
@@ -196,6 +201,8 @@ def policy_from_file_mapping(
         factor = emission_factor(f.emissions.set, f.emissions.year, f.emissions.region)
     except ValidationError as exc:
         raise ScenarioError(f"{source}: {_problems(exc)}") from None
+    except ControlConfigError as exc:  # already names the source
+        raise ScenarioError(str(exc)) from None
     except ControlError as exc:
         raise ScenarioError(f"{source}: {exc}") from None
     channels = tuple(Channel(c.number, c.role, c.critical, c.name) for c in f.channels)
@@ -275,6 +282,39 @@ def hourly_capacity_load(spec: SiteSpec, before: float) -> list[float]:
 # -- the agent, modelled -----------------------------------------------------------------------
 
 
+class BatteryCommand(NamedTuple):
+    """A battery command as the wire carries it (`protocols.messages` actions)."""
+
+    action: str
+    power_w: float = 0.0
+    target_soc: float | None = None
+
+    @classmethod
+    def of(cls, d: Decision) -> BatteryCommand:
+        if d.mode is PlanMode.PEAK_SHAVE:
+            return cls("battery.peak_shave", d.discharge_limit_w)
+        if d.mode is PlanMode.CHARGE:
+            return cls("battery.charge", d.charge_limit_w, d.target_soc)
+        return cls("battery.auto")
+
+    @classmethod
+    def hold(cls, soc: float) -> BatteryCommand:
+        """Charge to the SOC it has at a token rate (rounded down: never a top-up)."""
+        return cls("battery.charge", HOLD_W, math.floor(soc * 10) / 10)
+
+    def differs(self, other: BatteryCommand | None) -> bool:
+        """The aggregator's "only changes are sent": another action, a power off by more than
+        100 W and 10 %, or a target off by a point or more."""
+        if other is None or other.action != self.action:
+            return True
+        dp = abs(self.power_w - other.power_w)
+        if dp > POWER_TOLERANCE_W and dp > POWER_TOLERANCE_PCT / 100.0 * max(other.power_w, 1.0):
+            return True
+        if self.target_soc is None or other.target_soc is None:
+            return self.target_soc != other.target_soc
+        return abs(self.target_soc - other.target_soc) >= 1.0
+
+
 @dataclass
 class _DormantHold:
     until: float | None
@@ -319,25 +359,19 @@ class AgentModel:
         return sum(chans[n - 1].power_w for n in numbers if 0 < n <= len(chans))
 
     # commands
-    def battery(self, d: Decision | None, *, hold: bool = False) -> None:
+    def battery(self, cmd: BatteryCommand) -> None:
         b = self.model.battery
-        if hold:
-            b.mode = BatteryMode.CHARGE
-            b.charge_power_limit_w = HOLD_W
-            b.target_soc = math.floor(b.soc * 10) / 10
-            return
-        assert d is not None
-        if d.mode is PlanMode.PEAK_SHAVE:
+        if cmd.action == "battery.peak_shave":
             if not self.model.mains or b.soc <= self.reserve():
-                self.refused["peak_shave"] += 1
+                self.refused["battery.peak_shave"] += 1
                 return
             b.mode = BatteryMode.DISCHARGE
-            b.discharge_power_limit_w = d.discharge_limit_w
-        elif d.mode is PlanMode.CHARGE:
-            assert d.target_soc is not None
+            b.discharge_power_limit_w = cmd.power_w
+        elif cmd.action == "battery.charge":
+            assert cmd.target_soc is not None
             b.mode = BatteryMode.CHARGE
-            b.charge_power_limit_w = d.charge_limit_w
-            b.target_soc = d.target_soc
+            b.charge_power_limit_w = cmd.power_w
+            b.target_soc = cmd.target_soc
         else:
             b.mode = BatteryMode.AUTO
 
@@ -434,6 +468,9 @@ class OfflineSite:
     window: Window
     agent: AgentModel
     mode: PlanMode = PlanMode.AUTO
+    sent: BatteryCommand | None = None  # the battery command in force, as the loop knows it
+    sent_at: float = -math.inf
+    commands: int = 0  # battery commands sent (changes and renewals)
     dstate: DormantState = field(default_factory=DormantState)
     outages: list[float] = field(default_factory=list)
     intervals: list[Interval] = field(default_factory=list)
@@ -501,7 +538,16 @@ class OfflineSite:
         held = (
             d.code == "staggered" and st.soc_pct > d.reserve_soc + ctl.peak_shaving.start_margin_pct
         )
-        self.agent.battery(d, hold=held)
+        cmd = BatteryCommand.hold(st.soc_pct) if held else BatteryCommand.of(d)
+        leased = cmd.action != "battery.auto"
+        # The first round sends no default: the site is in auto already.
+        first_auto = self.sent is None and not leased
+        if not first_auto and (
+            cmd.differs(self.sent) or (leased and now - self.sent_at >= RENEW_S)
+        ):
+            self.agent.battery(cmd)
+            self.sent, self.sent_at = cmd, now
+            self.commands += 1
 
         cap_w = self.agent.channel_w(self.agent.capacity)
         cov_w = self.agent.channel_w(self.agent.coverage)
@@ -741,6 +787,7 @@ class SiteResult:
     min_soc: float
     peak_import_w: float
     reserve_stops: int
+    battery_commands: int
     wakes: tuple[tuple[float, str], ...]
     codes: Mapping[str, int]
 
@@ -760,6 +807,7 @@ class SiteResult:
             "min_soc_pct": round(self.min_soc, 3),
             "peak_import_w": round(self.peak_import_w, 1),
             "reserve_stops": self.reserve_stops,
+            "battery_commands": self.battery_commands,
             "wakes": len(self.wakes),
             "shave_rounds": self.codes.get("battery.shave", 0),
         }
@@ -793,20 +841,26 @@ def _opt(v: float | None) -> float | None:
     return None if v is None or not math.isfinite(v) else round(v, 3)
 
 
+_ESTIMATED = ("baseline_kwh", "baseline_cost", "savings_cost", "savings_kwh", "savings_kgco2")
+
+
 def _report_row(r: Report, twin: Report | None) -> dict[str, Any]:
-    out: dict[str, Any] = {k: v for k, v in r.as_dict().items() if k not in ("start", "end")}
-    out["savings_est_cost"] = r.savings_cost
-    out["savings_est_kwh"] = r.savings_kwh
-    if twin is not None:
-        out |= {
-            "twin_kwh": twin.grid_kwh,
-            "twin_cost": twin.cost,
-            "savings_cost": twin.cost - r.cost,
-            "savings_kwh": twin.grid_kwh - r.grid_kwh,
-            "savings_kgco2": (twin.grid_kwh - r.grid_kwh) * r.emission_factor.kg_per_kwh,
-        }
-    else:  # no twin: the report's estimated no-action baseline
-        out |= {"twin_kwh": None, "twin_cost": None}
+    """The report's figures; its own estimated baseline and savings renamed `*_est_*`, and
+    `savings_*` measured against the twin (empty without one)."""
+    out: dict[str, Any] = {}
+    for k, v in r.as_dict().items():
+        if k in ("start", "end"):
+            continue
+        out[k.replace("baseline_", "baseline_est_").replace("savings_", "savings_est_")
+            if k in _ESTIMATED else k] = v  # fmt: skip
+    money, kwh = (twin.cost - r.cost, twin.grid_kwh - r.grid_kwh) if twin else (None, None)
+    out |= {
+        "twin_kwh": twin.grid_kwh if twin else None,
+        "twin_cost": twin.cost if twin else None,
+        "savings_cost": money,
+        "savings_kwh": kwh,
+        "savings_kgco2": None if kwh is None else kwh * r.emission_factor.kg_per_kwh,
+    }
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
 
 
@@ -842,6 +896,7 @@ class PolicyResult:
             "min_soc_pct": round(min(s.min_soc for s in self.sites), 3),
             "peak_import_w": round(self.fleet_peak_w, 1),
             "reserve_stops": sum(s.reserve_stops for s in self.sites),
+            "battery_commands": sum(s.battery_commands for s in self.sites),
             "wakes": sum(len(s.wakes) for s in self.sites),
             "shave_rounds": sum(s.codes.get("battery.shave", 0) for s in self.sites),
         }  # fmt: skip
@@ -887,6 +942,7 @@ def _site_result(s: OfflineSite, start: float, end: float, twin: OfflineSite | N
         min_soc=s.min_soc,
         peak_import_w=s.peak_import_w,
         reserve_stops=s.agent.reserve_stops,
+        battery_commands=s.commands,
         wakes=tuple(s.agent.wakes),
         codes=dict(s.codes),
     )  # fmt: skip
@@ -926,6 +982,47 @@ def unique_names(policies: Sequence[ComparePolicy]) -> list[ComparePolicy]:
 Progress = Callable[[str, float], None]
 
 
+def compare_sites(
+    plans: Sequence[SitePlan],
+    policies: Sequence[ComparePolicy],
+    *,
+    start: float,
+    days: float = 1.0,
+    baseline: bool = True,
+    interval_s: float = DEFAULT_INTERVAL_S,
+    step_s: float = 30.0,
+    tariffs: Mapping[str, Tariff] | None = None,
+    name: str = "",
+    progress: Progress | None = None,
+) -> Comparison:
+    """Run `plans` once per policy (and once untouched if `baseline`) from `start`."""
+    if days <= 0:
+        raise ScenarioError(f"days must be > 0, got {days}")
+    if interval_s <= 0 or step_s <= 0:
+        raise ScenarioError(f"interval and step must be > 0 s, got {interval_s}, {step_s}")
+    tariffs = tariffs if tariffs is not None else load_tariffs(TARIFFS_DIR)
+    end = start + days * 86400.0
+    named = unique_names(policies)
+
+    def go(run_name: str, policy: ComparePolicy | None) -> OfflineRun:
+        run = OfflineRun(run_name, [build_site(p, policy, tariffs, start) for p in plans])
+        tick = (lambda f: progress(run_name, f)) if progress is not None else None
+        run.run(start, end, interval_s=interval_s, step_s=step_s, progress=tick)
+        return run
+
+    twin = go(BASELINE, None) if baseline else None
+    results = []
+    for p in named:
+        run = go(p.name, p)
+        results.append(_policy_result(run, p.source, start, end, twin, p.emissions))
+    base_result = None
+    if twin is not None:
+        factor = named[0].emissions if named else emission_factor()
+        base_result = _policy_result(twin, "no action", start, end, None, factor)
+    step = min(step_s, interval_s)
+    return Comparison(name, start, end, interval_s, step, tuple(results), base_result)
+
+
 def run_compare(
     scenario: Scenario,
     policies: Sequence[ComparePolicy],
@@ -939,33 +1036,19 @@ def run_compare(
     scenario_name: str = "",
     progress: Progress | None = None,
 ) -> Comparison:
-    """Run the scenario's sites once per policy (and once untouched if `baseline`)."""
-    if days <= 0:
-        raise ScenarioError(f"days must be > 0, got {days}")
-    if interval_s <= 0:
-        raise ScenarioError(f"interval must be > 0 s, got {interval_s}")
-    tariffs = tariffs if tariffs is not None else load_tariffs(TARIFFS_DIR)
-    step = step_s if step_s is not None else scenario.sim.step_s
-    end = start + days * 86400.0
-    plans = scenario_sites(scenario, start)
-    named = unique_names(policies)
-
-    def go(name: str, policy: ComparePolicy | None) -> OfflineRun:
-        run = OfflineRun(name, [build_site(p, policy, tariffs, start) for p in plans])
-        tick = (lambda f: progress(name, f)) if progress is not None else None
-        run.run(start, end, interval_s=interval_s, step_s=step, progress=tick)
-        return run
-
-    twin = go(BASELINE, None) if baseline else None
-    results = []
-    for p in named:
-        run = go(p.name, p)
-        results.append(_policy_result(run, p.source, start, end, twin, p.emissions))
-    base_result = None
-    if twin is not None:
-        factor = named[0].emissions if named else emission_factor()
-        base_result = _policy_result(twin, "no action", start, end, None, factor)
-    return Comparison(scenario_name, start, end, interval_s, step, tuple(results), base_result)
+    """`compare_sites` over a scenario's sites; the physics step defaults to the scenario's."""
+    return compare_sites(
+        scenario_sites(scenario, start),
+        policies,
+        start=start,
+        days=days,
+        baseline=baseline,
+        interval_s=interval_s,
+        step_s=step_s if step_s is not None else scenario.sim.step_s,
+        tariffs=tariffs,
+        name=scenario_name,
+        progress=progress,
+    )
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -1112,6 +1195,7 @@ __all__ = [
     "BASELINE",
     "DEFAULT_INTERVAL_S",
     "AgentModel",
+    "BatteryCommand",
     "ComparePolicy",
     "Comparison",
     "OfflineRun",
@@ -1121,6 +1205,7 @@ __all__ = [
     "SiteResult",
     "as_json",
     "build_site",
+    "compare_sites",
     "default_start",
     "hourly_capacity_load",
     "load_compare_policy",
