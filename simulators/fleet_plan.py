@@ -77,9 +77,15 @@ class FleetPlan:
 
 
 def default_poll_s(speed: float) -> float:
-    """Agents poll about once a wall second, never more often than every 5 simulated seconds:
-    at high speed a faster poll would measure the simulators' CPU, not the sites."""
-    return max(5.0, round(speed * 1.0, 1))
+    """Agents poll about once a wall second, never more often than every 5 simulated seconds
+    (at high speed a faster poll would measure the simulators' CPU, not the sites) and never
+    less often than every 2 simulated minutes (the control loop and the silence alarm want
+    readings younger than 5 minutes)."""
+    return min(MAX_AGE_S, max(5.0, round(speed * 1.0, 1)))
+
+
+MAX_AGE_S = 120.0
+"""Longest simulated delay the fleet allows between a reading and its batch being sent."""
 
 
 def shard_count(n: int, per_process: int, cpus: int, *, cap_factor: int = 2) -> int:
@@ -174,10 +180,10 @@ def agent_config(
         "broker": {"host": broker[0], "port": broker[1], "keepalive_s": 30},
         "outbox": {
             "path": str(folder / "agent.db"),
-            # Time in the outbox is simulated: keep its rhythm in wall seconds.
-            "batch_max_age_s": max(5.0, 2.0 * wall),
+            # Time in the outbox is simulated: batches about every 2 wall seconds, but never
+            # older than 2 simulated minutes; receipts may take 20 wall seconds.
+            "batch_max_age_s": min(MAX_AGE_S, max(5.0, 2.0 * wall)),
             "receipt_timeout_s": max(60.0, 20.0 * wall),
-            "drain_jitter_max_s": max(5.0, 2.0 * wall),
         },
         "polling": {"backoff_max_s": max(300.0, poll * 10)},
         "gateway": {"enabled": False},
@@ -211,6 +217,10 @@ def aggregator_config(
         "http": {"host": "127.0.0.1", "port": http_port},
         "control": {
             "enabled": control,
+            # The loop's times are simulated: keep rounds, acks and leases sane in wall time.
+            "interval_s": min(300.0, max(60.0, plan.speed / 2)),
+            "ack_timeout_s": max(60.0, 2.0 * plan.speed),
+            "lease_s": int(max(600.0, 4.0 * plan.speed)),
             "tariffs_dir": str(TARIFFS_DIR),
             "policies_dir": str(workdir / "aggregator" / "policies"),
         },
