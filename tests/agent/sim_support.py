@@ -53,7 +53,7 @@ class SimSite:
     def writes(self) -> int:
         return sum(u.writes for u in self.units.values())
 
-    def config(self, tmp_path: Path, **extra: Any) -> SiteConfig:
+    def config(self, tmp_path: Path, *, poll_interval_s: float = 1.0, **extra: Any) -> SiteConfig:
         """An agent config for this site (every device on this server, by unit id)."""
         devices = {
             name: {
@@ -62,7 +62,7 @@ class SimSite:
                 "host": "127.0.0.1",
                 "port": self.port,
                 "unit_id": unit,
-                "poll_interval_s": 1.0,
+                "poll_interval_s": poll_interval_s,
                 "timeout_s": 0.5,
             }
             for name, (kind, profile, unit) in PROFILES.items()

@@ -80,10 +80,14 @@ class Rig:
 
 
 async def make_rig(tmp_path: Path, *, soc: float, speed: float = 20.0) -> AsyncIterator[Rig]:
+    """A simulated site on a SimClock `speed` times real time, and a command processor on it.
+
+    Poll intervals scale with the speed, so that readings stay fresh (in simulated time) for
+    the interlocks between the test's refreshes."""
     clock = SimClock(start=START, speed=speed)
     spec = SiteSpec(id=SITE, battery=BatterySpec(capacity_ah=1000, initial_soc=soc))
     site = await start_sim_site(spec, clock)
-    cfg = site.config(tmp_path)
+    cfg = site.config(tmp_path, poll_interval_s=max(1.0, speed / 4))
     profiles = load_device_profiles(cfg)
     poller = Poller(cfg, profiles, Collector(), clock)
     audit = AuditLog(tmp_path / "agent.db")
