@@ -75,7 +75,7 @@ from protocols.control.peak import (
 from protocols.control.policy import ControlPolicy, policy_from_mapping
 from protocols.control.report import Interval, Report, combine, site_report
 from protocols.control.reserve import reserve_soc
-from protocols.control.tariff import PEAK_PERIODS, PERIODS, Period, Segment, Tariff, load_tariffs
+from protocols.control.tariff import PERIODS, Period, Segment, Tariff, load_tariffs
 from simulators.errors import ScenarioError
 from simulators.physics import BatteryMode, SiteModel
 from simulators.physics.localtime import LocalHour
@@ -781,7 +781,6 @@ class SiteResult:
     capacity_kwh: float
     report: Report
     twin: Report | None
-    moved_kwh: float
     min_margin_discharging: float | None
     min_margin_mains: float | None
     min_soc: float
@@ -790,6 +789,11 @@ class SiteResult:
     battery_commands: int
     wakes: tuple[tuple[float, str], ...]
     codes: Mapping[str, int]
+
+    @property
+    def moved_kwh(self) -> float:
+        """Battery output in peak periods on mains: the report's `moved_kwh`."""
+        return self.report.moved_kwh
 
     def row(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -801,7 +805,6 @@ class SiteResult:
         }
         out |= _report_row(self.report, self.twin)
         out |= {
-            "moved_on_mains_kwh": round(self.moved_kwh, 4),
             "min_margin_discharging_pct": _opt(self.min_margin_discharging),
             "min_margin_mains_pct": _opt(self.min_margin_mains),
             "min_soc_pct": round(self.min_soc, 3),
@@ -812,29 +815,6 @@ class SiteResult:
             "shave_rounds": self.codes.get("battery.shave", 0),
         }
         return out
-
-
-def moved_on_mains_kwh(intervals: Sequence[Interval], tariff: Tariff) -> float:
-    """Battery output in peak periods with mains present: energy shifted on purpose. (The
-    report's `moved_kwh` also counts what the battery gave during an outage in a peak.)"""
-    total = 0.0
-    seg: Segment | None = None
-    for iv in intervals:
-        if iv.battery_w >= 0 or not iv.mains_present:
-            continue
-        if seg is None or not seg.start <= iv.start < seg.end or iv.end > seg.end:
-            if seg is None or not seg.start <= iv.start < seg.end:
-                seg = tariff.segment_at(iv.start)
-            if iv.end > seg.end:  # crosses a period boundary: split it exactly
-                total += sum(
-                    -iv.battery_w * sg.hours / 1000.0
-                    for sg in tariff.segments(iv.start, iv.end)
-                    if sg.period in PEAK_PERIODS
-                )
-                continue
-        if seg.period in PEAK_PERIODS:
-            total += -iv.battery_w * iv.hours / 1000.0
-    return total
 
 
 def _opt(v: float | None) -> float | None:
@@ -875,7 +855,7 @@ class PolicyResult:
 
     @property
     def moved_kwh(self) -> float:
-        return sum(s.moved_kwh for s in self.sites)
+        return self.total.moved_kwh
 
     def total_row(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -886,7 +866,6 @@ class PolicyResult:
             "capacity_kwh": round(sum(s.capacity_kwh for s in self.sites), 3),
         }
         out |= _report_row(self.total, self.twin_total)
-        out["moved_on_mains_kwh"] = round(self.moved_kwh, 4)
         margins = [s.min_margin_discharging for s in self.sites]
         mains = [s.min_margin_mains for s in self.sites]
         out |= {
@@ -935,7 +914,6 @@ def _site_result(s: OfflineSite, start: float, end: float, twin: OfflineSite | N
         capacity_kwh=s.capacity_wh / 1000.0,
         report=rep,
         twin=twin_rep,
-        moved_kwh=moved_on_mains_kwh(s.intervals, s.tariff),
         min_margin_discharging=None if math.isinf(s.min_margin_discharging)
         else s.min_margin_discharging,
         min_margin_mains=None if math.isinf(s.min_margin_mains) else s.min_margin_mains,
@@ -1139,8 +1117,8 @@ def policy_table(r: PolicyResult, c: Comparison) -> Table:
                  "saved kgCO2", "moved kWh", "dormant h", "viol.", "margin %"):  # fmt: skip
         table.add_column(name, justify="right")
 
-    def add(label: str, chem: str, rep: Report, twin: Report | None, moved: float,
-            margin: float | None, style: str | None = None) -> None:  # fmt: skip
+    def add(label: str, chem: str, rep: Report, twin: Report | None, margin: float | None,
+            style: str | None = None) -> None:  # fmt: skip
         money, kwh = _saved(rep, twin)
         viol = str(rep.reserve_violations)
         table.add_row(
@@ -1151,7 +1129,7 @@ def policy_table(r: PolicyResult, c: Comparison) -> Table:
             _f(money, 2),
             _f(kwh),
             _f(kwh * factor.kg_per_kwh),
-            _f(moved),
+            _f(rep.moved_kwh),
             _f(rep.dormant_hours),
             viol if rep.reserve_violations == 0 else f"[red]{viol}[/red]",
             _f(margin),
@@ -1160,9 +1138,9 @@ def policy_table(r: PolicyResult, c: Comparison) -> Table:
 
     for s in r.sites:
         chem = "LFP" if s.chemistry == "lfp" else "PbA"
-        add(s.site, chem, s.report, s.twin, s.moved_kwh, s.min_margin_discharging)
+        add(s.site, chem, s.report, s.twin, s.min_margin_discharging)
     margins = [s.min_margin_discharging for s in r.sites if s.min_margin_discharging is not None]
-    add("TOTAL", "", r.total, r.twin_total, r.moved_kwh, min(margins, default=None), "bold")
+    add("TOTAL", "", r.total, r.twin_total, min(margins, default=None), "bold")
     return table
 
 
@@ -1209,7 +1187,6 @@ __all__ = [
     "default_start",
     "hourly_capacity_load",
     "load_compare_policy",
-    "moved_on_mains_kwh",
     "policy_from_file_mapping",
     "policy_table",
     "rows",

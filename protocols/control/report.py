@@ -15,6 +15,10 @@ and the report says so. `dormancy_saved_w` is the grid-side power dormancy remov
 channels off through the rectifier, module hibernation, AC offset), estimated by the caller
 from the load before entry (see docs/control.md); it is added back for the baseline.
 
+Energy "moved" from the peak is battery output in peak periods with mains present: that is
+shifting. What the battery gives during an outage is the backup doing its job, counted in the
+discharge total but never as moved energy.
+
 A reserve violation is an interval, mains present, with the battery discharging below its reserve
 SOC (beyond `tolerance_pct`); consecutive ones count once. It must always be zero.
 """
@@ -115,7 +119,7 @@ class Report:
     dc_kwh: float = 0.0
     battery_charge_kwh: float = 0.0  # into the battery
     battery_discharge_kwh: float = 0.0  # out of the battery
-    peak_discharge_kwh: float = 0.0  # out of the battery in peak / critical peak
+    peak_discharge_kwh: float = 0.0  # out of the battery in peak / critical peak, on mains
     valley_charge_kwh: float = 0.0
     dormant_hours: float = 0.0
     dormancy_saved_kwh: float = 0.0
@@ -152,7 +156,8 @@ class Report:
 
     @property
     def moved_kwh(self) -> float:
-        """Energy moved from the peak to the valley (battery output in peak periods)."""
+        """Energy moved from the peak to the valley: battery output in peak periods with mains
+        present (outage discharge is backup, not shifting)."""
         return self.peak_discharge_kwh
 
     @property
@@ -226,7 +231,7 @@ def site_report(
             base[seg.period] += baseline_w * h / 1000
             cost += iv.grid_w * h / 1000 * seg.price
             base_cost += baseline_w * h / 1000 * seg.price
-            if iv.battery_w < 0 and seg.period in PEAK_PERIODS:
+            if iv.battery_w < 0 and iv.mains_present and seg.period in PEAK_PERIODS:
                 peak_dis += -iv.battery_w * h / 1000
             if iv.battery_w > 0 and seg.period is Period.VALLEY:
                 valley_ch += iv.battery_w * h / 1000

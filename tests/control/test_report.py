@@ -93,6 +93,22 @@ def test_peak_shaving_day() -> None:
     assert r.reserve_violations == 0
 
 
+def test_outage_discharge_in_a_peak_is_backup_not_moved() -> None:
+    """Only a discharge with mains present shifts energy; in an outage the battery is the
+    backup, so a peak-period outage adds to the discharge total but not to `moved_kwh`."""
+    day = [
+        iv(0, 15, 3000),
+        iv(15, 16, 3000 - 1800 / ETA, battery_w=-1800),  # peak, mains present: shaving
+        iv(16, 17, 0, battery_w=-2850, mains_present=False),  # peak, outage: the backup
+        iv(17, 24, 3000),
+    ]
+    r = site_report(day, TARIFF, start=DAY, end=DAY + 24 * H)
+    assert r.battery_discharge_kwh == pytest.approx(1.8 + 2.85)
+    assert r.moved_kwh == pytest.approx(1.8)
+    assert r.as_dict()["moved_kwh"] == pytest.approx(1.8)
+    assert combine([r, r]).moved_kwh == pytest.approx(3.6)
+
+
 @pytest.mark.parametrize(
     ("region", "kg"),
     [("national", 4 * 0.5366), ("southwest", 4 * 0.2268), ("north", 4 * 0.6776)],
