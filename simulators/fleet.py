@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -113,6 +114,7 @@ class FleetFigures:
     modes: dict[str, int] = field(default_factory=dict)
     cpu_pct: dict[str, float] = field(default_factory=dict)  # % of one core, by role
     rss_mb: dict[str, float] = field(default_factory=dict)
+    look_ms: float = 0.0  # how long this look at the aggregator's API took
     injections_done: int = 0
     injections_total: int = 0
     last_event: str = ""
@@ -141,11 +143,30 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def pick_http_port(wanted: int) -> int:
+class PortPool:
+    """Distinct free ports below Linux's ephemeral range (32768+), so that neither a second pick
+    nor the local port of some outgoing connection can take a port before its server binds it."""
+
+    def __init__(self, lo: int = 20000, hi: int = 32000, *, seed: int | None = None) -> None:
+        self.lo, self.hi = lo, hi
+        self._next = random.Random(seed).randrange(lo, hi)
+        self.given: set[int] = set()
+
+    def take(self) -> int:
+        for _ in range(self.hi - self.lo):
+            port = self._next
+            self._next = self.lo if self._next + 1 >= self.hi else self._next + 1
+            if port not in self.given and port_free(port):
+                self.given.add(port)
+                return port
+        raise FleetError(f"no free port left in {self.lo}-{self.hi}")
+
+
+def pick_http_port(wanted: int, pool: PortPool | None = None) -> int:
     """`wanted` if free (0: any free port), else a free one."""
     if wanted and port_free(wanted):
         return wanted
-    return free_port()
+    return pool.take() if pool is not None else free_port()
 
 
 def _metric(text: str, name: str) -> float:
@@ -179,6 +200,7 @@ class FleetRunner:
         self.events: list[str] = []
         self.timings: dict[str, float] = {}
         self.control_ports: dict[int, int] = {}
+        self.ports = PortPool()
         self._cpu_prev: dict[int, float] = {}
         self._cpu_wall: float | None = None
         self._stored_prev: tuple[float, float] | None = None
@@ -223,14 +245,14 @@ class FleetRunner:
         speed = o.speed or sc.sim.speed
         start = parse_time(o.start) if o.start else sc.sim.start_time(time.time())
         self._choose_broker()
-        self.http_port = pick_http_port(o.http_port)
+        self.http_port = pick_http_port(o.http_port, self.ports)
         anchor = time.time()
         self.plan = plan = plan_fleet(
             sc,
             start=start,
             speed=speed,
             anchor=anchor,
-            port_for=lambda _g: free_port(),
+            port_for=lambda _g: self.ports.take(),
             cpus=os.cpu_count() or 1,
             poll_s=o.poll_s or self.run.run.poll_s,
             sites_per_agent_process=o.sites_per_agent_process,
@@ -489,6 +511,7 @@ class FleetRunner:
         plan = self._plan()
         assert self.clock is not None
         f = FleetFigures(sim_time=self.clock.now(), wall_s=time.monotonic() - self._t_started)
+        t_look = time.monotonic()
         f.injections_total = len(self.actions)
         f.injections_done = self.done_actions
         f.last_event = self.events[-1] if self.events else ""
@@ -521,6 +544,7 @@ class FleetRunner:
             f.readings_per_s = (stored - self._stored_prev[1]) / (now - self._stored_prev[0])
         self._stored_prev = (now, stored)
         f.cpu_pct, f.rss_mb = self._cpu()
+        f.look_ms = (time.monotonic() - t_look) * 1000
         return f
 
     def _cpu(self) -> tuple[dict[str, float], dict[str, float]]:
