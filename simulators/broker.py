@@ -85,6 +85,8 @@ class Broker:
             # Offline persistent sessions must hold a whole outage's worth of QoS 1 messages.
             "max_queued_messages 1000000\n"
             "max_inflight_messages 100\n"
+            # Without it Nagle's delay caps a small in-flight window (36k vs 176k readings/s).
+            "set_tcp_nodelay true\n"
             "log_dest stderr\n"
             "log_type error\nlog_type warning\n"
             f"{self.extra_config}"
