@@ -191,8 +191,14 @@ def fleet(
     scenario: Annotated[Path, typer.Option(help="fleet scenario TOML")] = DEFAULT_SCENARIO,
     broker: BrokerOpt = "auto",
     aggregator: Annotated[
-        str, typer.Option(help="'start' (the only mode so far: the fleet's own aggregator)")
+        str, typer.Option(help="'start' (the fleet's own) or the URL of a running aggregator")
     ] = "start",
+    admin_token: Annotated[
+        str | None, typer.Option(help="with an aggregator URL: an admin token to enrol sites")
+    ] = None,
+    aggregator_key: Annotated[
+        str | None, typer.Option(help="with an aggregator URL: its public key (hex or file)")
+    ] = None,
     workdir: WorkdirOpt = None,
     http_port: Annotated[int, typer.Option(help="aggregator HTTP port (0: free)")] = (
         DEFAULT_HTTP_PORT
@@ -210,12 +216,6 @@ def fleet(
 ) -> None:
     """N simulated sites with one real agent each (many per process), a broker and the
     aggregator; live fleet figures; Ctrl-C stops everything."""
-    if aggregator != "start":
-        console.print(
-            "[red]error:[/red] --aggregator URL is not supported yet: the fleet enrols its sites "
-            "and shares its simulated clock with an aggregator it starts"
-        )
-        raise typer.Exit(2)
     try:
         injects = _injects(inject)
     except SimulatorError as exc:
@@ -228,6 +228,9 @@ def fleet(
         start=start,
         duration_h=duration,
         broker=broker,
+        aggregator=aggregator,
+        admin_token=admin_token,
+        aggregator_key=aggregator_key,
         workdir=workdir,
         http_port=http_port,
         control=control,
@@ -243,10 +246,15 @@ def fleet(
 def _banner(runner: FleetRunner) -> None:
     plan = runner.plan
     assert plan is not None
+    control = (
+        f"the aggregator at {runner.url} (its own policies)"
+        if runner.external
+        else f"peak shaving and dormancy {'on' if runner.control else 'off'}"
+    )
     console.print(
         f"sitewatt: {len(plan.sites)} simulated sites at {plan.speed:g}x, "
         f"broker {runner.broker_kind} on {runner.broker_addr[0]}:{runner.broker_addr[1]}, "
-        f"peak shaving and dormancy {'on' if runner.control else 'off'}"
+        + control
     )
     console.print(f"dashboard: {runner.dashboard_url}", soft_wrap=True)
     console.print(f"operator token: {runner.tokens['operator']}", soft_wrap=True)

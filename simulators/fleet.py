@@ -26,13 +26,14 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,9 @@ class FleetOptions:
     start: str | None = None
     duration_h: float | None = None
     broker: str = "auto"  # auto | mosquitto | embedded | HOST:PORT
+    aggregator: str = "start"  # start (our own) | the URL of a running aggregator
+    admin_token: str | None = None  # with an aggregator URL: to enrol sites and make tokens
+    aggregator_key: str | None = None  # with an aggregator URL: its public key (hex or file)
     workdir: Path | None = None
     http_port: int = DEFAULT_HTTP_PORT  # 0: a free port
     control: bool | None = None  # None: the run file's [run] control
@@ -209,7 +213,14 @@ class FleetRunner:
     # -- derived --------------------------------------------------------------------------------
 
     @property
+    def external(self) -> bool:
+        """True when pointed at a running aggregator instead of starting one."""
+        return self.options.aggregator != "start"
+
+    @property
     def url(self) -> str:
+        if self.external:
+            return self.options.aggregator.rstrip("/")
         return f"http://127.0.0.1:{self.http_port}"
 
     @property
@@ -244,8 +255,13 @@ class FleetRunner:
             self._p(sub).mkdir(parents=True, exist_ok=True)
         speed = o.speed or sc.sim.speed
         start = parse_time(o.start) if o.start else sc.sim.start_time(time.time())
+        if self.external:
+            self._check_external()
+            # An aggregator we did not start keeps its own (wall) clock: so must the fleet.
+            speed, start = 1.0, time.time()
         self._choose_broker()
-        self.http_port = pick_http_port(o.http_port, self.ports)
+        if not self.external:
+            self.http_port = pick_http_port(o.http_port, self.ports)
         anchor = time.time()
         self.plan = plan = plan_fleet(
             sc,
@@ -262,10 +278,13 @@ class FleetRunner:
         self.actions = schedule((*self.run.injects, *o.injects), plan.regions(), start=plan.start)
         t = time.monotonic()
         progress(f"keys for {len(plan.sites)} sites")
-        agg_key = generate_key()
-        save_private_key(agg_key, self._p("aggregator", "aggregator.key"))
         pub_file = self._p("aggregator", "aggregator.pub")
-        pub_file.write_text(public_key_hex(agg_key) + "\n")
+        if self.external:
+            pub_file.write_text(self._external_key() + "\n")
+        else:
+            agg_key = generate_key()
+            save_private_key(agg_key, self._p("aggregator", "aggregator.key"))
+            pub_file.write_text(public_key_hex(agg_key) + "\n")
         public: dict[str, str] = {}
         shards: dict[int, list[str]] = {}
         for ps in plan.sites:
@@ -286,6 +305,14 @@ class FleetRunner:
             self._p("sims", f"shard-{k}.json").write_text(json.dumps(manifest))
         self.timings["files_s"] = time.monotonic() - t
 
+        if self.external:
+            rows = enrol_rows(plan, public)
+            progress(f"enrolling {len(rows)} sites at {self.url}")
+            t = time.monotonic()
+            self._enrol_by_api(rows)
+            self.timings["enrol_s"] = time.monotonic() - t
+            self._write_state()
+            return
         agg = aggregator_config(
             plan,
             workdir=self.workdir,
@@ -309,6 +336,52 @@ class FleetRunner:
                 "tokens", "create", "--role", role, "--name", f"fleet-{role}"
             ).strip()
         self._write_state()
+
+    def _check_external(self) -> None:
+        o = self.options
+        if not o.aggregator.startswith(("http://", "https://")):
+            raise FleetError(f"--aggregator {o.aggregator!r}: 'start' or an http(s):// URL")
+        missing = [
+            flag
+            for flag, value in (
+                ("--admin-token", o.admin_token),
+                ("--aggregator-key", o.aggregator_key),
+            )
+            if not value
+        ]
+        if missing:
+            raise FleetError(f"--aggregator URL needs {' and '.join(missing)}")
+        if o.broker in ("auto", "mosquitto", "embedded"):
+            raise FleetError("--aggregator URL needs --broker HOST:PORT (the aggregator's broker)")
+        if (o.speed or 1.0) != 1.0 or o.start:
+            raise FleetError(
+                "--aggregator URL: a running aggregator keeps its own clock; run at speed 1 "
+                "(or start the aggregator with the fleet's [clock] and use --aggregator start)"
+            )
+
+    def _external_key(self) -> str:
+        value = (self.options.aggregator_key or "").strip()
+        text = Path(value).read_text() if Path(value).is_file() else value
+        found = re.search(r"\b[0-9a-fA-F]{64}\b", text)
+        if found is None:
+            raise FleetError("--aggregator-key: no 64-hex-digit public key in it")
+        return found.group(0).lower()
+
+    def _enrol_by_api(self, rows: Sequence[Mapping[str, str]]) -> None:
+        auth = {"Authorization": f"Bearer {self.options.admin_token}"}
+        with httpx.Client(base_url=self.url, headers=auth, timeout=30.0) as client:
+            try:
+                for row in rows:
+                    r = client.post("/api/sites", json=dict(row))
+                    if r.status_code != 201:
+                        raise FleetError(f"enrolling {row['site']}: {r.status_code} {r.text}")
+                for role in ("operator", "viewer"):
+                    r = client.post("/api/tokens", json={"role": role, "name": f"fleet-{role}"})
+                    if r.status_code != 201:
+                        raise FleetError(f"creating a {role} token: {r.status_code} {r.text}")
+                    self.tokens[role] = r.json()["token"]
+            except httpx.HTTPError as exc:
+                raise FleetError(f"aggregator {self.url}: {exc}") from exc
 
     def _choose_broker(self) -> None:
         wanted = self.options.broker
@@ -343,12 +416,20 @@ class FleetRunner:
     # -- start ----------------------------------------------------------------------------------
 
     async def start(self, progress: Callable[[str], None] = lambda _: None) -> None:
-        plan = self._plan()
+        self._plan()
         if self.broker is not None:
             progress(f"broker ({self.broker_kind}) on port {self.broker.port}")
             await self._start_broker()
         progress(f"aggregator on {self.url}")
         t = time.monotonic()
+        if not self.external:
+            self._spawn_aggregator()
+        self._write_state()
+        await self._until(self._aggregator_up, "the aggregator's API to answer", 60.0)
+        self.timings["aggregator_s"] = time.monotonic() - t
+        await self._start_sims_and_agents(progress)
+
+    def _spawn_aggregator(self) -> None:
         self.children.spawn(
             "aggregator",
             "aggregator",
@@ -359,9 +440,9 @@ class FleetRunner:
                 str(self._p("aggregator", "aggregator.toml")),
             ],
         )
-        self._write_state()
-        await self._until(self._aggregator_up, "the aggregator's API to answer", 60.0)
-        self.timings["aggregator_s"] = time.monotonic() - t
+
+    async def _start_sims_and_agents(self, progress: Callable[[str], None]) -> None:
+        plan = self._plan()
         progress(f"{plan.sim_shards} simulator process(es) for {len(plan.sites)} sites")
         t = time.monotonic()
         for k in range(plan.sim_shards):
