@@ -38,6 +38,7 @@ from protocols.control.dormant import (
     DormantMode,
     DormantState,
     after_decision,
+    capacity_threshold_w,
     plan_dormant,
 )
 from protocols.control.dormant import track_low as _track_low
@@ -573,7 +574,10 @@ def plan_round(
         cap_w = x.channel_load_w(ChannelRole.CAPACITY)
         cov_w = x.channel_load_w(ChannelRole.ANCHOR)
         dpol = x.policy.dormant
-        low_since = _track_low(sm.dormant.low_since, cap_w, dpol.load_threshold_w, now)
+        channels = x.policy.breaker_channels()
+        low_since = _track_low(
+            sm.dormant.low_since, cap_w, capacity_threshold_w(dpol, channels), now
+        )
         dstate = replace(
             sm.dormant,
             mains_present=m.mains_present is not False,
@@ -582,9 +586,7 @@ def plan_round(
             coverage_load_w=cov_w,
             low_since=low_since,
         )
-        dd = plan_dormant(
-            dstate, dpol, now, channels=x.policy.breaker_channels(), window=x.window, tz=tz
-        )
+        dd = plan_dormant(dstate, dpol, now, channels=channels, window=x.window, tz=tz)
         sm = replace(sm, dormant=after_decision(dstate, dd, now))
         dormant_params: Params = dd.params()
         if dd.mode is DormantMode.AWAKE and m.room_temp_c is None and sm.dormant.dormant:

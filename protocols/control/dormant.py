@@ -6,7 +6,9 @@ hourly capacity-layer load profile: the `window_hours` contiguous hours with the
 inside configured bounds (such as 00:00–06:00 or the trials' 21:00–09:00).
 
 Entering needs all of: inside the window; mains present; room temperature below the wake limit
-less a margin; capacity-channel load below `load_threshold_w` for `entry_dwell_s`; at least
+less a margin; the capacity layer's draw below `channel_load_threshold_w` per capacity channel
+(its mean over the site's capacity channels, so one fleet-wide figure fits sites with one, two
+or three capacity AAUs) for `entry_dwell_s`; at least
 `min_state_s` since the last switch; room in the last hour for this entry and its wake
 (switches + 2 ≤ `max_switches_per_hour`), so that even with wakes that are never refused no
 hour ever holds more switches than the limit.
@@ -160,7 +162,9 @@ class DormantPolicy(BaseModel):
     window: str | None = None  # explicit "HH:MM-HH:MM"; None: chosen from history in bounds
     bounds: str = "00:00-06:00"
     window_hours: int = Field(5, ge=1, le=24)
-    load_threshold_w: float = Field(300.0, ge=0)
+    # Per capacity channel: an idle AAU draws 300-400 W (DOMAIN.md), one carrying only the night
+    # trough's traffic ≈ 450-550 W, a full-size 5G site's by day ≥ 600 W.
+    channel_load_threshold_w: float = Field(600.0, ge=0)
     entry_dwell_s: float = Field(900.0, ge=0)
     min_state_s: float = Field(1800.0, ge=0)
     max_switches_per_hour: int = Field(2, ge=2)
@@ -171,6 +175,16 @@ class DormantPolicy(BaseModel):
     room_temp_margin_c: float = Field(3.0, ge=0)
     coverage_rise_pct: float = Field(30.0, gt=0)
     coverage_rise_min_w: float = Field(200.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        if isinstance(data, dict) and "load_threshold_w" in data:
+            raise ValueError(
+                "load_threshold_w (the capacity layer's total) is now channel_load_threshold_w, "
+                "per capacity channel (e.g. 600)"
+            )
+        return data
 
     @field_validator("window", "bounds")
     @classmethod
@@ -218,10 +232,19 @@ class DormantState:
     switches: tuple[float, ...] = ()
 
 
+def capacity_threshold_w(policy: DormantPolicy, channels: Iterable[Channel]) -> float:
+    """The capacity layer's total draw below which it counts as quiet: the per-channel threshold
+    times the number of capacity channels (at least one), the channels whose draw the caller
+    sums into `capacity_load_w`."""
+    n = len({c.number for c in channels if c.role is ChannelRole.CAPACITY})
+    return policy.channel_load_threshold_w * max(1, n)
+
+
 def track_low(
     low_since: float | None, load_w: float, threshold_w: float, now: float
 ) -> float | None:
-    """Update `low_since` with a new capacity-load sample (None once the load is above)."""
+    """Update `low_since` with a new capacity-load sample (None once the load is above);
+    `threshold_w` is the layer's total, `capacity_threshold_w`."""
     if load_w >= threshold_w:
         return None
     return now if low_since is None else low_since
@@ -303,10 +326,12 @@ def plan_dormant(
         return _awake("nothing_to_do", "no capacity channel, ECO or AC offset to act on")
     if state.room_temp_c >= policy.room_temp_wake_c - policy.room_temp_margin_c:
         return _awake("room_warm", f"room {state.room_temp_c:.1f} °C too warm to enter")
-    if state.capacity_load_w >= policy.load_threshold_w:
+    threshold = capacity_threshold_w(policy, channels)
+    if state.capacity_load_w >= threshold:
         return _awake(
             "load_high",
-            f"capacity load {state.capacity_load_w:.0f} W ≥ {policy.load_threshold_w:g} W",
+            f"capacity load {state.capacity_load_w:.0f} W ≥ {threshold:g} W "
+            f"({policy.channel_load_threshold_w:g} W per capacity channel)",
         )
     low_for = 0.0 if state.low_since is None else now - state.low_since
     if low_for < policy.entry_dwell_s:
@@ -352,6 +377,7 @@ __all__ = [
     "DormantState",
     "Window",
     "after_decision",
+    "capacity_threshold_w",
     "cuttable_channels",
     "may_open",
     "pick_window",

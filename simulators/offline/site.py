@@ -15,6 +15,7 @@ from protocols.control.dormant import (
     DormantState,
     Window,
     after_decision,
+    capacity_threshold_w,
     plan_dormant,
     resolve_window,
     track_low,
@@ -139,7 +140,9 @@ class OfflineSite:
             room_temp_c=self.model.aircon.room_c,
             capacity_load_w=cap_w,
             coverage_load_w=cov_w,
-            low_since=track_low(self.dstate.low_since, cap_w, dpol.load_threshold_w, now),
+            low_since=track_low(
+                self.dstate.low_since, cap_w, capacity_threshold_w(dpol, self.channels), now
+            ),
             dormant=self.agent.hold is not None,
         )
         dd = plan_dormant(

@@ -17,6 +17,7 @@ from protocols.control.dormant import (
     DormantState,
     Window,
     after_decision,
+    capacity_threshold_w,
     cuttable_channels,
     may_open,
     pick_window,
@@ -135,8 +136,8 @@ CASES: list[tuple[str, DormantState, dict[str, Any], float, str, str]] = [
         "room_warm",
     ),
     (
-        "capacity load high",
-        dataclasses.replace(BASE, capacity_load_w=400),
+        "capacity load high: 3 capacity channels × 600 W",
+        dataclasses.replace(BASE, capacity_load_w=1800),
         {},
         NOW,
         "awake",
@@ -329,7 +330,10 @@ def test_a_night_with_flapping_traffic_respects_switch_limits() -> None:
             state,
             coverage_load_w=coverage,
             low_since=track_low(
-                state.low_since, state.capacity_load_w, policy.load_threshold_w, now
+                state.low_since,
+                state.capacity_load_w,
+                capacity_threshold_w(policy, CHANNELS),
+                now,
             ),
         )
         d = plan_dormant(state, policy, now, channels=CHANNELS, window=WINDOW)
@@ -368,3 +372,23 @@ def test_dormancy_never_cuts_a_critical_channel(channels: list[Channel]) -> None
     assert set(d.channels) <= {c.number for c in channels if may_open(c)}
     assert d.channels == cuttable_channels(channels)
     d.params()  # always a valid wire message
+
+
+@pytest.mark.parametrize(
+    ("capacity_load_w", "code"),
+    [(1790, "dormant"), (1800, "load_high")],  # 3 capacity channels × 600 W
+)
+def test_threshold_is_per_capacity_channel(capacity_load_w: float, code: str) -> None:
+    policy = DormantPolicy()
+    assert capacity_threshold_w(policy, CHANNELS) == 1800  # 8, 7 and 6 (critical, still metered)
+    one = [c for c in CHANNELS if c.number != 6 and c.number != 8]
+    assert capacity_threshold_w(policy, one) == 600
+    assert capacity_threshold_w(policy, []) == 600
+    state = dataclasses.replace(BASE, capacity_load_w=capacity_load_w)
+    d = plan_dormant(state, policy, NOW, channels=CHANNELS, window=WINDOW)
+    assert d.code == code
+
+
+def test_the_old_total_threshold_key_is_refused_with_its_new_name() -> None:
+    with pytest.raises(ValueError, match="now channel_load_threshold_w, per capacity channel"):
+        DormantPolicy.model_validate({"load_threshold_w": 1200})

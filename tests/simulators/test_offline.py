@@ -6,6 +6,7 @@ energy, the reserve holds, an outage in the dormant window wakes the site, figur
 from __future__ import annotations
 
 import math
+import tomllib
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -165,7 +166,7 @@ def test_two_runs_give_identical_figures() -> None:
 def test_policy_files_in_the_aggregator_layer_format() -> None:
     p = load_compare_policy(ROOT / "config" / "policies" / "00-default.toml")
     assert p.name == "00-default" and p.enabled
-    assert p.control.dormant.load_threshold_w == 300
+    assert p.control.dormant.channel_load_threshold_w == 600
     assert [c.number for c in p.channels] == [1, 2, 3, 4, 5, 6, 7]
     sw = load_compare_policy(ROOT / "config" / "policies" / "10-region-southwest.toml")
     assert sw.emissions.region == "southwest" and sw.emissions.kg_per_kwh == 0.2268
@@ -195,3 +196,21 @@ def test_disabled_policy_behaves_like_the_twin(day: Comparison) -> None:
     assert r.twin_total is not None
     assert math.isclose(r.total.grid_kwh, r.twin_total.grid_kwh, rel_tol=1e-12)
     assert r.sites[0].battery_commands == 0
+
+
+def test_default_policy_goes_dormant_at_night_and_not_by_day() -> None:
+    """The shipped default policy on the simulators' reference site (two capacity AAUs, idle
+    350 W each): the capacity layer is quiet enough at night to enter, and by day its draw is
+    above the per-channel threshold — so even a daytime window does not put it to sleep."""
+    path = ROOT / "config" / "policies" / "00-default.toml"
+    default = load_compare_policy(path)
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    data["dormant"] = {**data["dormant"], "window": "09:00-21:00"}
+    by_day = policy_from_file_mapping(data, name="by-day")
+    site = SitePlan(SiteSpec(id="ref", seed=3), "shanghai-two-part")
+    c = compare_sites([site], [default, by_day], start=START, baseline=False, tariffs=TARIFFS)
+    night, day = (r.sites[0] for r in c.policies)
+    assert night.report.dormant_hours > 4.0
+    assert night.wakes and all(why == "window_end" for _, why in night.wakes)
+    assert day.report.dormant_hours == 0.0
+    assert day.codes["dormant.load_high"] > 0

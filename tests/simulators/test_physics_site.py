@@ -135,7 +135,7 @@ def test_outage_drains_at_load_over_voltage() -> None:
         ah += m.dc_load_w / m.battery.voltage * 5.0 / 3600.0
     drop = soc_before - m.battery.soc
     assert drop == pytest.approx(ah / 400.0 * 100.0, rel=0.01)
-    assert 14 < drop < 30  # ≈ 3 kW from a 20 kWh pack for an hour
+    assert 12 < drop < 30  # ≈ 2.8 kW (night traffic) from a 20 kWh pack for an hour
     assert m.battery.current_a < -50
     m.advance_to(T0 + 5 * H)
     assert m.mains and m.battery.current_a > 0  # recharging after the outage
