@@ -6,6 +6,8 @@ config and persistence directory; `stop()` ends exactly that process.
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import signal
 import socket
@@ -89,7 +91,10 @@ class Broker:
             "set_tcp_nodelay true\n"
             "log_dest stderr\n"
             "log_type error\nlog_type warning\n"
-            f"{self.extra_config}"
+            # Run as root, mosquitto switches to its own user, and a change of user clears the
+            # parent-death signal: stay the user we are so the broker still dies with us.
+            + (f"user {pwd.getpwuid(os.getuid()).pw_name}\n" if self.die_with_parent else "")
+            + f"{self.extra_config}"
         )
 
     def start(self, timeout: float = 10.0) -> Broker:

@@ -45,6 +45,7 @@ from simulators.fleet_run import Inject, parse_inject_option
 BrokerOpt = Annotated[
     str, typer.Option(help="auto (mosquitto if installed), mosquitto, embedded, or HOST:PORT")
 ]
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 WorkdirOpt = Annotated[
     Path | None, typer.Option(help="where configs, keys, databases and logs go (default: temp)")
 ]
@@ -103,7 +104,7 @@ async def run_fleet(
     every process it started, whatever happened."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:  # SIGHUP too: a closed terminal still stops the fleet in order
         loop.add_signal_handler(sig, stop.set)
     last = FleetFigures()
     try:
@@ -142,7 +143,7 @@ async def run_fleet(
             last = await runner.watch(stop, show)
         return last
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
         console.print("stopping: agents, simulators, aggregator, broker …")
         await asyncio.to_thread(runner.shutdown)

@@ -20,6 +20,7 @@ from aggregator.storage import open_storage
 from protocols.clock import SimClock, SystemClock, configured_clock
 from protocols.keys import generate_key, public_key_hex
 from simulators.procs import Children, pid_alive
+from tests.conftest import requires_mosquitto
 
 
 def _wait(cond: object, timeout: float = 10.0) -> bool:
@@ -116,6 +117,33 @@ def test_children_die_with_their_parent_even_on_sigkill(tmp_path: Path) -> None:
         parent.kill()
         parent.wait(10)
         assert _wait(lambda: not pid_alive(child)), "the child outlived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(10)
+
+
+@requires_mosquitto
+def test_mosquitto_dies_with_the_runner_even_on_sigkill(tmp_path: Path) -> None:
+    """mosquitto started as root switches user, which would clear the parent-death signal:
+    a fleet's broker keeps our user so it still goes when the runner is killed."""
+    pid_file = tmp_path / "broker.pid"
+    script = (
+        "import sys, time, pathlib\n"
+        "from simulators.broker import Broker\n"
+        "b = Broker(kind='mosquitto', workdir=pathlib.Path(sys.argv[1]), die_with_parent=True)\n"
+        "b.start()\n"
+        "pathlib.Path(sys.argv[2]).write_text(str(b.proc.pid))\n"
+        "time.sleep(300)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "b"), str(pid_file)])
+    try:
+        assert _wait(lambda: pid_file.exists() and pid_file.read_text())
+        broker = int(pid_file.read_text())
+        assert pid_alive(broker)
+        parent.kill()
+        parent.wait(10)
+        assert _wait(lambda: not pid_alive(broker)), "mosquitto outlived the runner"
     finally:
         if parent.poll() is None:
             parent.kill()
