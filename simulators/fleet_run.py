@@ -35,7 +35,6 @@ that only the fleet simulator reads:
 
 from __future__ import annotations
 
-import random
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from protocols.clock import parse_time
 from simulators.errors import ScenarioError
 from simulators.modbus.faults import FaultKind
-from simulators.scenario import FleetScenario, parse_scenario
+from simulators.scenario import FleetScenario, parse_scenario, targets
 
 
 class _Cfg(BaseModel):
@@ -203,19 +202,6 @@ class BrokerAction:
 
 
 Action = MainsAction | FaultAction | BrokerAction
-
-
-def targets(
-    sites: Sequence[tuple[str, str]], *, region: str | None, share: float, seed: int
-) -> tuple[str, ...]:
-    """The sites (id, region) an injection hits: those of `region` (all if None), then a
-    `share` of them drawn from `seed` (at least one when any qualify), in fleet order."""
-    pool = [s for s, r in sites if region is None or r == region]
-    if not pool:
-        return ()
-    n = max(1, round(share * len(pool)))
-    chosen = set(random.Random(seed).sample(pool, n))
-    return tuple(s for s in pool if s in chosen)
 
 
 def schedule(

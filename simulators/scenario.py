@@ -5,13 +5,17 @@ names the file and the key (`sites.toml: site.battery.capacity_ah: Input should 
 0`). Times are ISO-8601 strings (naive = UTC) or Unix seconds; events and faults may instead say
 `after_h`, hours after the scenario's start. Equipment sections take the fields of
 `simulators.spec` (see config/sim-site.toml for a commented example).
+
+In a fleet, an event hits every site unless it names a `region` (a site's region is its
+climate's name) and/or a `share` of those sites, drawn from the event's `seed`: a grid fault
+takes one region down, not the whole country.
 """
 
 from __future__ import annotations
 
 import random
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -83,18 +87,44 @@ class _Timed(_Cfg):
         return _when(self.at, self.after_h, start)
 
 
-class OutageCfg(_Timed):
+class _Targeted(_Timed):
+    """Which sites of a fleet an event hits: those of `region` (all if None), then a `share`
+    of them drawn from `seed`. A single site is always hit."""
+
+    region: str | None = None
+    share: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int = 1
+
+    @property
+    def targeted(self) -> bool:
+        return self.region is not None or self.share < 1.0
+
+
+def targets(
+    sites: Sequence[tuple[str, str]], *, region: str | None, share: float, seed: int
+) -> tuple[str, ...]:
+    """The sites (id, region) an event hits: those of `region` (all if None), then a
+    `share` of them drawn from `seed` (at least one when any qualify), in fleet order."""
+    pool = [s for s, r in sites if region is None or r == region]
+    if not pool:
+        return ()
+    n = max(1, round(share * len(pool)))
+    chosen = set(random.Random(seed).sample(pool, n))
+    return tuple(s for s in pool if s in chosen)
+
+
+class OutageCfg(_Targeted):
     kind: Literal["outage"] = "outage"
     duration_h: float = Field(gt=0.0)
 
 
-class HeatWaveCfg(_Timed):
+class HeatWaveCfg(_Targeted):
     kind: Literal["heat_wave"] = "heat_wave"
     duration_h: float = Field(gt=0.0)
     delta_c: float = Field(8.0, ge=-30.0, le=30.0)
 
 
-class ModuleFailureCfg(_Timed):
+class ModuleFailureCfg(_Targeted):
     kind: Literal["module_failure"] = "module_failure"
     module: int = Field(0, ge=0)
     duration_h: float | None = Field(None, gt=0.0)
@@ -227,6 +257,9 @@ class SiteScenario(_Cfg):
     def _cross(self) -> SiteScenario:
         _check_tariff(self.site.tariff)
         keys = {k.value for k in self.endpoints()}
+        for i, e in enumerate(self.events):
+            if not isinstance(e, RandomOutagesCfg) and e.targeted:
+                raise ValueError(f"events.{i}: region and share apply to fleet scenarios only")
         for f in self.faults:
             if f.device not in keys:
                 raise ValueError(f"faults: device {f.device!r} is not one of {sorted(keys)}")
@@ -330,13 +363,24 @@ class FleetScenario(_Cfg):
     events: tuple[EventCfg, ...] = ()
     faults: tuple[FaultCfg, ...] = ()
 
+    @model_validator(mode="after")
+    def _regions_known(self) -> FleetScenario:
+        known = sorted(c.name for c in self.fleet.climates)
+        for i, e in enumerate(self.events):
+            if isinstance(e, _Targeted) and e.region is not None and e.region not in known:
+                raise ValueError(
+                    f"events.{i}.region: {e.region!r} is not a climate of the fleet "
+                    f"(a site's region is its climate's name): {', '.join(known)}"
+                )
+        return self
+
     def build_sites(self, start: float, *, port_base: int | None = None) -> list[FleetSite]:
-        """The fleet's sites, deterministically from the fleet seed."""
+        """The fleet's sites, deterministically from the fleet seed; each event on the sites
+        it targets (its region and share), every site by default."""
         f = self.fleet
         rng = random.Random(f.seed)
         base = self.sim.port_base if port_base is None else port_base
-        events = tuple(resolve_event(e, start) for e in self.events)
-        out: list[FleetSite] = []
+        drafts: list[tuple[dict[str, Any], BatteryChoice, ClimateChoice, TariffChoice]] = []
         for i in range(f.sites):
             bat = rng.choices(f.batteries, weights=[b.weight for b in f.batteries])[0]
             clim = rng.choices(f.climates, weights=[c.weight for c in f.climates])[0]
@@ -345,35 +389,32 @@ class FleetScenario(_Cfg):
             modules = rng.randint(*f.modules)
             # Enough rectifier capacity for the peak load plus recharge, N+1.
             modules = max(modules, int(scale * 5000 / 2675) + 2)
-            site_events = events
-            if f.random_outages_per_day > 0:
-                site_events = (
-                    *events,
-                    RandomOutages(per_day=f.random_outages_per_day, mean_duration_s=3600.0),
-                )
             cap = rng.choice(bat.capacity_ah)
             lfp = bat.chemistry is Chemistry.LFP
-            spec = SiteSpec(
-                id=f"{f.id_prefix}-{i + 1:04d}",
-                tz=f.tz,
-                seed=f.seed * 100_003 + i,
-                traffic=TrafficSpec(profile=rng.choice(f.traffic), scale=scale),
-                rectifier=RectifierSpec(modules=modules, eco_enable=rng.random() < f.eco_share),
-                battery=BatterySpec(
+            spec: dict[str, Any] = {
+                "id": f"{f.id_prefix}-{i + 1:04d}",
+                "tz": f.tz,
+                "seed": f.seed * 100_003 + i,
+                "traffic": TrafficSpec(profile=rng.choice(f.traffic), scale=scale),
+                "rectifier": RectifierSpec(modules=modules, eco_enable=rng.random() < f.eco_share),
+                "battery": BatterySpec(
                     chemistry=bat.chemistry,
                     capacity_ah=cap,
                     soh=round(rng.uniform(*bat.soh), 1),
                     charge_limit_a=min(100.0, (0.3 if lfp else 0.1) * cap),
                     discharge_limit_a=min(150.0, (1.0 if lfp else 0.5) * cap),
                 ),
-                aircon=AirconSpec(cooling_w=3500 if scale < 0.6 else 5000),
-                climate=ClimateSpec(mean_c=clim.mean_c, swing_c=clim.swing_c),
-                events=site_events,
-            )
+                "aircon": AirconSpec(cooling_w=3500 if scale < 0.6 else 5000),
+                "climate": ClimateSpec(mean_c=clim.mean_c, swing_c=clim.swing_c),
+            }
+            drafts.append((spec, bat, clim, tariff))
+        events = self._site_events([(d[0]["id"], d[2].name) for d in drafts], start)
+        out: list[FleetSite] = []
+        for i, (spec, bat, clim, tariff) in enumerate(drafts):
             slot = i % f.sites_per_port
             out.append(
                 FleetSite(
-                    spec=spec,
+                    spec=SiteSpec(**spec, events=events[spec["id"]]),
                     tariff=tariff.name,
                     climate=clim.name,
                     port=base + i // f.sites_per_port if base else 0,
@@ -382,6 +423,25 @@ class FleetScenario(_Cfg):
                 )
             )
         return out
+
+    def _site_events(
+        self, sites: Sequence[tuple[str, str]], start: float
+    ) -> dict[str, tuple[EventSpec, ...]]:
+        """Each site's events: those that target it, then the fleet's random outages."""
+        out: dict[str, list[EventSpec]] = {s: [] for s, _ in sites}
+        for e in self.events:
+            hit = (
+                targets(sites, region=e.region, share=e.share, seed=e.seed)
+                if isinstance(e, _Targeted)
+                else tuple(out)
+            )
+            for s in hit:
+                out[s].append(resolve_event(e, start))
+        if self.fleet.random_outages_per_day > 0:
+            rnd = RandomOutages(per_day=self.fleet.random_outages_per_day, mean_duration_s=3600.0)
+            for evs in out.values():
+                evs.append(rnd)
+        return {s: tuple(evs) for s, evs in out.items()}
 
 
 Scenario = SiteScenario | FleetScenario
@@ -446,4 +506,5 @@ __all__ = [
     "load_site_scenario",
     "parse_scenario",
     "resolve_event",
+    "targets",
 ]

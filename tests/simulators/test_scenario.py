@@ -125,3 +125,48 @@ def test_fleet_template_is_varied_and_deterministic() -> None:
         for unit in s.units.values():
             assert (s.port, unit) not in seen
             seen.add((s.port, unit))
+
+
+def outage_sites(sites: list[Any]) -> set[str]:
+    return {s.spec.id for s in sites if any(isinstance(e, OutageEvent) for e in s.spec.events)}
+
+
+def test_fleet_template_outage_hits_one_region_not_everyone() -> None:
+    sc = load_scenario(REPO / "config" / "scenarios" / "fleet-20.toml")
+    assert isinstance(sc, FleetScenario)
+    sites = sc.build_sites(0.0)
+    hit = outage_sites(sites)
+    assert 0 < len(hit) < len(sites) / 2  # the alarm and the backup still show somewhere
+    assert hit == {s.spec.id for s in sites if s.climate == "mountain"}
+
+
+FLEET: dict[str, Any] = {
+    "kind": "fleet",
+    "fleet": {
+        "sites": 10,
+        "batteries": [{"chemistry": "lfp", "capacity_ah": [200.0]}],
+        "climates": [{"name": "north", "mean_c": 20.0}, {"name": "south", "mean_c": 30.0}],
+        "tariffs": [{"name": "sichuan-2023"}],
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("target", "count"),
+    [({}, 10), ({"share": 0.3}, 3), ({"share": 0.3, "seed": 9}, 3), ({"share": 0.01}, 1)],
+)
+def test_fleet_events_hit_a_seeded_share(target: dict[str, Any], count: int) -> None:
+    event = {"kind": "outage", "after_h": 1, "duration_h": 1, **target}
+    sc = parse_scenario({**FLEET, "events": [event]})
+    assert isinstance(sc, FleetScenario)
+    hit = outage_sites(sc.build_sites(0.0))
+    assert len(hit) == count
+    assert hit == outage_sites(sc.build_sites(0.0))  # deterministic
+
+
+def test_fleet_event_region_must_be_a_climate_and_sites_take_no_targets() -> None:
+    bad = {"kind": "outage", "after_h": 1, "duration_h": 1, "region": "mars"}
+    with pytest.raises(ScenarioError, match=r"events\.0\.region: 'mars' is not a climate"):
+        parse_scenario({**FLEET, "events": [bad]})
+    with pytest.raises(ScenarioError, match="fleet scenarios only"):
+        parse_scenario({"events": [{**bad, "region": None, "share": 0.5}]})
