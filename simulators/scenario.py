@@ -26,6 +26,8 @@ from protocols.types import DeviceKind
 from simulators.errors import ScenarioError
 from simulators.modbus.faults import Clock as FaultClock
 from simulators.modbus.faults import Fault, FaultKind
+from simulators.physics.traffic import peak_load_w
+from simulators.sizing import sized_capacity_ah, strings
 from simulators.spec import (
     AirconSpec,
     BatterySpec,
@@ -332,6 +334,10 @@ class FleetCfg(_Cfg):
     tariffs: tuple[TariffChoice, ...] = Field(min_length=1)
     traffic: tuple[TrafficProfile, ...] = tuple(TrafficProfile)
     random_outages_per_day: float = Field(0.0, ge=0.0, le=24.0)
+    backup_hours: float = Field(3.0, gt=0.0, le=24.0, description="backup the packs are sized for")
+    max_reserve_pct: float = Field(
+        70.0, gt=10.0, le=100.0, description="reserve SOC at peak load a pack is sized to"
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> FleetCfg:
@@ -389,20 +395,32 @@ class FleetScenario(_Cfg):
             modules = rng.randint(*f.modules)
             # Enough rectifier capacity for the peak load plus recharge, N+1.
             modules = max(modules, int(scale * 5000 / 2675) + 2)
-            cap = rng.choice(bat.capacity_ah)
+            drawn_ah = rng.choice(bat.capacity_ah)
             lfp = bat.chemistry is Chemistry.LFP
+            traffic = TrafficSpec(profile=rng.choice(f.traffic), scale=scale)
+            eco = rng.random() < f.eco_share
+            soh = round(rng.uniform(*bat.soh), 1)
+            cap = sized_capacity_ah(
+                drawn_ah,
+                chemistry=bat.chemistry,
+                soh_pct=soh,
+                peak_load_w=peak_load_w(BreakerSpec().channels, scale=scale),
+                backup_hours=f.backup_hours,
+                max_reserve_pct=f.max_reserve_pct,
+            )
+            n = strings(cap)
             spec: dict[str, Any] = {
                 "id": f"{f.id_prefix}-{i + 1:04d}",
                 "tz": f.tz,
                 "seed": f.seed * 100_003 + i,
-                "traffic": TrafficSpec(profile=rng.choice(f.traffic), scale=scale),
-                "rectifier": RectifierSpec(modules=modules, eco_enable=rng.random() < f.eco_share),
+                "traffic": traffic,
+                "rectifier": RectifierSpec(modules=modules, eco_enable=eco),
                 "battery": BatterySpec(
                     chemistry=bat.chemistry,
                     capacity_ah=cap,
-                    soh=round(rng.uniform(*bat.soh), 1),
-                    charge_limit_a=min(100.0, (0.3 if lfp else 0.1) * cap),
-                    discharge_limit_a=min(150.0, (1.0 if lfp else 0.5) * cap),
+                    soh=soh,
+                    charge_limit_a=min(100.0 * n, (0.3 if lfp else 0.1) * cap),
+                    discharge_limit_a=min(150.0 * n, (1.0 if lfp else 0.5) * cap),
                 ),
                 "aircon": AirconSpec(cooling_w=3500 if scale < 0.6 else 5000),
                 "climate": ClimateSpec(mean_c=clim.mean_c, swing_c=clim.swing_c),

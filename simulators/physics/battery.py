@@ -34,6 +34,7 @@ _OCV: dict[Chemistry, tuple[tuple[float, float], ...]] = {
 }  # fmt: skip
 
 CELLS = {Chemistry.LFP: 16, Chemistry.LEAD_ACID: 24}
+NOMINAL_V_PER_CELL = {Chemistry.LFP: 3.2, Chemistry.LEAD_ACID: 2.0}
 CUTOFF_V_PER_CELL = {Chemistry.LFP: 2.7, Chemistry.LEAD_ACID: 1.75}
 COULOMBIC = {Chemistry.LFP: 0.99, Chemistry.LEAD_ACID: 0.92}
 CYCLES_TO_80 = {Chemistry.LFP: 4000.0, Chemistry.LEAD_ACID: 300.0}
@@ -58,6 +59,11 @@ def ocv_per_cell(chem: Chemistry, soc: float) -> float:
         if soc <= s1:
             return v0 + (v1 - v0) * (soc - s0) / (s1 - s0)
     return pts[-1][1]
+
+
+def nominal_voltage(chemistry: Chemistry) -> float:
+    """A 48 V-class pack's nominal voltage: 16 LFP cells (51.2 V) or 24 lead-acid cells (48 V)."""
+    return NOMINAL_V_PER_CELL[chemistry] * CELLS[chemistry]
 
 
 @dataclass
@@ -114,7 +120,7 @@ class Battery:
 
     @property
     def nominal_v(self) -> float:
-        return 3.2 * self.cells if self.spec.chemistry is Chemistry.LFP else 2.0 * self.cells
+        return nominal_voltage(self.spec.chemistry)
 
     def ocv(self) -> float:
         return ocv_per_cell(self.spec.chemistry, self.soc) * self.cells
@@ -221,4 +227,11 @@ class Battery:
         return (-ocv + math.sqrt(disc)) / (2.0 * r)
 
 
-__all__ = ["CELLS", "Battery", "BatteryMode", "ocv_per_cell"]
+__all__ = [
+    "CELLS",
+    "NOMINAL_V_PER_CELL",
+    "Battery",
+    "BatteryMode",
+    "nominal_voltage",
+    "ocv_per_cell",
+]

@@ -133,11 +133,21 @@ def channel_powers(
     return out
 
 
+def peak_load_w(channels: Sequence[ChannelSpec], *, scale: float) -> float:
+    """The DC draw at full traffic, every channel closed and no RAN saving: the most the site's
+    channels ask (DC air-conditioning, filled in by the site model, not included)."""
+    n = len(channels)
+    return sum(
+        channel_powers(channels, [True] * n, 1.0, scale=scale, saving=[SavingLevel.NONE] * n)
+    )
+
+
 __all__ = [
     "CAPACITY_SHARE",
     "CURVES",
     "SAVING_FACTOR",
     "TrafficCurve",
     "channel_powers",
+    "peak_load_w",
     "saving_at",
 ]

@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 
 from protocols.clock import parse_time
+from protocols.control.reserve import reserve_soc
 from simulators.errors import ScenarioError
 from simulators.launch import build_site_host, site_placements
 from simulators.modbus.faults import FaultKind
+from simulators.physics import SiteModel
 from simulators.scenario import (
     FleetScenario,
     SiteScenario,
@@ -170,3 +172,23 @@ def test_fleet_event_region_must_be_a_climate_and_sites_take_no_targets() -> Non
         parse_scenario({**FLEET, "events": [bad]})
     with pytest.raises(ScenarioError, match="fleet scenarios only"):
         parse_scenario({"events": [{**bad, "region": None, "share": 0.5}]})
+
+
+def test_fleet_template_packs_can_reach_their_reserve() -> None:
+    """Every generated site's pack keeps 3 h of its peak DC load (measured over a simulated
+    day) at a reserve of at most 75 % SOC: shaving has room and `battery_low` can clear."""
+    sc = load_scenario(REPO / "config" / "scenarios" / "fleet-20.toml")
+    assert isinstance(sc, FleetScenario)
+    t0 = parse_time("2025-07-01T00:00:00+08:00")
+    for s in sc.build_sites(t0, port_base=0):
+        m = SiteModel(s.spec.model_copy(update={"events": ()}), start=t0)
+        peak = 0.0
+        while m.t < t0 + 86400:
+            m.advance_to(m.t + 300.0, max_step=60.0)
+            peak = max(peak, m.dc_load_w)
+        b = s.spec.battery
+        reserve = reserve_soc(
+            peak, b.capacity_ah * m.battery.nominal_v, backup_hours=3.0, soh_pct=b.soh
+        )
+        assert reserve <= 75.0, (s.spec.id, b.capacity_ah, round(peak))
+        assert 100.0 <= b.capacity_ah <= 800.0, s.spec.id  # ≤ two 400 Ah strings
