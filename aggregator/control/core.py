@@ -53,7 +53,7 @@ from protocols.control.fleet import (
 from protocols.control.peak import BatteryMode, Decision, FleetDirective, SiteState, plan_site
 from protocols.control.peak import charge_limit_w as _charge_limit_w
 from protocols.control.reserve import dispatchable_wh
-from protocols.control.tariff import Period, Tariff
+from protocols.control.tariff import Period, valley_start
 from protocols.messages import Action, BatteryAuto, Charge, Params, Wake
 
 BATTERY_KEY = "battery"
@@ -336,17 +336,6 @@ def _slot_of(plans: Mapping[str, RechargePlan], site: str, now: float) -> Rechar
         if start > best_start:
             best, best_start = slot, start
     return best
-
-
-def valley_start(tariff: Tariff, now: float) -> float:
-    """When the valley containing `now` began (segments split at midnight are joined)."""
-    start = tariff.segment_at(now).start
-    for _ in range(3):
-        before = tariff.segment_at(start - 1.0)
-        if before.period is not Period.VALLEY:
-            break
-        start = before.start
-    return start
 
 
 # -- the round -------------------------------------------------------------------------------

@@ -308,6 +308,17 @@ class Tariff(BaseModel):
         return {p: season.prices[p] for p in PERIODS if p in schedule.used_periods()}
 
 
+def valley_start(tariff: Tariff, now: float) -> float:
+    """When the valley containing `now` began (segments split at midnight are joined)."""
+    start = tariff.segment_at(now).start
+    for _ in range(3):
+        before = tariff.segment_at(start - 1.0)
+        if before.period is not Period.VALLEY:
+            break
+        start = before.start
+    return start
+
+
 def tariff_from_mapping(data: Mapping[str, Any], *, source: str = "<tariff>") -> Tariff:
     """Validate a parsed tariff; errors name the source and the bad key."""
     try:
@@ -357,4 +368,5 @@ __all__ = [
     "parse_hhmm",
     "parse_range",
     "tariff_from_mapping",
+    "valley_start",
 ]

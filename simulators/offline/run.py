@@ -7,24 +7,13 @@ from dataclasses import dataclass, field
 
 from protocols.control.fleet import RechargeNeed, RechargePlan, RechargeSlot, stagger
 from protocols.control.peak import charge_limit_w
-from protocols.control.tariff import Period, Segment, Tariff
+from protocols.control.tariff import Period, Segment, Tariff, valley_start
 from simulators.offline.site import OfflineSite
 
 DEFAULT_INTERVAL_S = 60.0
 """Control interval: the aggregator's `[control] interval_s` default."""
 VALLEY_FILL = 0.8
 """A valley recharge stagger finishes within this share of the valley (aggregator default)."""
-
-
-def valley_start(tariff: Tariff, now: float) -> float:
-    """When the valley containing `now` began (segments split at midnight joined)."""
-    start = tariff.segment_at(now).start
-    for _ in range(3):
-        before = tariff.segment_at(start - 1.0)
-        if before.period is not Period.VALLEY:
-            break
-        start = before.start
-    return start
 
 
 @dataclass
@@ -124,5 +113,4 @@ __all__ = [
     "DEFAULT_INTERVAL_S",
     "VALLEY_FILL",
     "OfflineRun",
-    "valley_start",
 ]

@@ -15,6 +15,7 @@ from protocols.control.tariff import (
     load_tariff,
     load_tariffs,
     tariff_from_mapping,
+    valley_start,
 )
 
 TARIFFS = Path(__file__).resolve().parents[2] / "config" / "tariffs"
@@ -269,3 +270,15 @@ def test_load_tariff_reports_the_file(tmp_path: Path) -> None:
     broken.write_text("name = \n")
     with pytest.raises(TariffError, match=r"broken\.toml"):
         load_tariff(broken)
+
+
+@pytest.mark.parametrize(
+    ("now", "start"),
+    [
+        ("2025-07-02T02:00:00", "2025-07-01T22:00:00"),  # after midnight: the valley began 22:00
+        ("2025-07-01T23:30:00", "2025-07-01T22:00:00"),
+        ("2025-07-02T05:59:00", "2025-07-01T22:00:00"),
+    ],
+)
+def test_valley_start_joins_the_midnight_split(shanghai: Tariff, now: str, start: str) -> None:
+    assert valley_start(shanghai, at(now)) == at(start)
