@@ -20,6 +20,7 @@ from typing import Any
 from protocols.clock import configured_clock
 from simulators.control import ControlServer
 from simulators.host import Placement, SimHost
+from simulators.runtime import MIN_SYNC_S
 from simulators.scenario import FaultCfg, FleetSite
 
 
@@ -35,7 +36,12 @@ def build_host(manifest: Mapping[str, Any]) -> SimHost:
             kind: Placement(profile=fs.profiles[kind], port=int(entry["port"]), unit=unit)
             for kind, unit in fs.units.items()
         }
-        rt = host.add_site(fs.spec, placements, max_step_s=float(manifest["step_s"]))
+        rt = host.add_site(
+            fs.spec,
+            placements,
+            max_step_s=float(manifest["step_s"]),
+            min_sync_s=float(manifest.get("min_sync_s", MIN_SYNC_S)),
+        )
         for f in faults:
             host.faults.add(f"{rt.id}/{f.device}", f.fault(float(c["start"])))
     return host

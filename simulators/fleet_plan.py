@@ -220,7 +220,8 @@ def aggregator_config(
             # The loop's times are simulated: keep rounds, acks and leases sane in wall time.
             "interval_s": min(300.0, max(60.0, plan.speed / 2)),
             "ack_timeout_s": max(60.0, 2.0 * plan.speed),
-            "lease_s": int(max(600.0, 4.0 * plan.speed)),
+            # Renewals every 15 wall seconds at most: a lease is a safety net, not a heartbeat.
+            "lease_s": int(max(600.0, 30.0 * plan.speed)),
             "tariffs_dir": str(TARIFFS_DIR),
             "policies_dir": str(workdir / "aggregator" / "policies"),
         },
@@ -264,7 +265,11 @@ def sim_manifest(plan: FleetPlan, shard: int, *, faults: Sequence[Any] = ()) -> 
         "clock": plan.clock_section(),
         "host": plan.host,
         "step_s": plan.step_s,
-        "tick_s": plan.tick_s,
+        # Polled sites advance on every request; the ticker only keeps idle ones moving.
+        "tick_s": max(plan.tick_s, 2.0),
+        # Requests this close (simulated seconds) share one physics step: the five devices of
+        # a site polled in one cycle see one instant, and the physics runs once, not five times.
+        "min_sync_s": max(0.2, min(plan.step_s / 3.0, 0.05 * plan.speed)),
         "sites": [
             {"site": s.site.model_dump(mode="json"), "port": s.port}
             for s in plan.sites
