@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from protocols.clock import parse_time
 from protocols.control.reserve import reserve_soc
 from simulators.errors import ScenarioError
+from simulators.fleet_run import load_run
 from simulators.launch import build_site_host, site_placements
 from simulators.modbus.faults import FaultKind
 from simulators.physics import SiteModel
@@ -31,7 +33,9 @@ SHIPPED = [
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_scenarios_load(path: Path) -> None:
-    sc = load_scenario(path)
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    # A fleet run's file ([run], [[inject]]) is read by the fleet simulator's loader.
+    sc = load_run(path).scenario if "run" in data or "inject" in data else load_scenario(path)
     if isinstance(sc, SiteScenario):
         spec = sc.site_spec(parse_time("2025-07-01T00:00:00+08:00"))
         assert len(spec.breaker.channels) == 8
