@@ -265,9 +265,17 @@ def site_view(
         if v is not None:
             mains = bool(v) if mains is None else (mains and bool(v))
     mode = first(batteries, "mode")
+    soc: float | None = None
+    soc_age_s = 0.0
+    for b in batteries:
+        reading = latest.good_reading(b, "soc", now_ms=t_ms, max_age_ms=max_age_ms)
+        if reading is not None and reading.value is not None:
+            soc, soc_age_s = float(reading.value), max(0.0, (t_ms - reading.t) / 1000.0)
+            break
     return SiteView(
         now=t_ms / 1000.0,
-        soc=first(batteries, "soc"),
+        soc=soc,
+        soc_age_s=soc_age_s,
         soh=first(batteries, "soh"),
         load_w=load,
         battery_mode=None if mode is None else int(mode),

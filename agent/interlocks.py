@@ -101,10 +101,16 @@ class SiteFacts:
 
 @dataclass(frozen=True, slots=True)
 class SiteView:
-    """What the interlocks need to know about the site now; None = no trustworthy reading."""
+    """What the interlocks need to know about the site now; None = no trustworthy reading.
+
+    `soc_age_s`: how old the SOC reading is (the interlocks accept the last good reading of a
+    point up to a maximum age, so one lost poll does not blind them); the reserve is raised by
+    what the present load could have drawn from the battery in that time.
+    """
 
     now: float
     soc: float | None = None
+    soc_age_s: float = 0.0
     soh: float | None = None
     load_w: float | None = None
     battery_mode: int | None = None
@@ -132,7 +138,11 @@ def _no(reason: str, detail: str) -> Verdict:
 
 
 def reserve_of(view: SiteView, facts: SiteFacts) -> float | None:
-    """The reserve SOC (%) for the present load, or None if it cannot be known."""
+    """The reserve SOC (%) for the present load, or None if it cannot be known.
+
+    Compared with a SOC read `soc_age_s` ago, the reserve covers that time too: the battery
+    may have carried the present load since (a worst case; it is seconds at most).
+    """
     lim = facts.limits
     if view.load_w is None or lim.battery_capacity_wh is None:
         return None
@@ -140,7 +150,7 @@ def reserve_of(view: SiteView, facts: SiteFacts) -> float | None:
     return reserve_soc(
         view.load_w,
         lim.battery_capacity_wh,
-        backup_hours=lim.backup_hours,
+        backup_hours=lim.backup_hours + max(0.0, view.soc_age_s) / 3600.0,
         floor_pct=lim.reserve_floor_pct,
         efficiency=lim.discharge_efficiency,
         soh_pct=soh,

@@ -60,27 +60,47 @@ def load_device_profiles(config: SiteConfig) -> dict[str, Profile]:
 
 
 class Latest:
-    """The last reading of every point, by device and point."""
+    """The last reading of every point, by device and point, and its last *good* reading.
+
+    The interlocks read `good()`: the last good value if it is younger than their maximum age.
+    One failed poll (a Modbus timeout on a busy RS-485 line) therefore does not blind them for
+    an instant, while a device that stays silent for longer than that age does.
+    """
 
     def __init__(self) -> None:
         self._data: dict[str, dict[str, Reading]] = {}
+        self._good: dict[str, dict[str, Reading]] = {}
 
     def update(self, readings: Iterable[Reading]) -> None:
         for r in readings:
             self._data.setdefault(r.device, {})[r.point] = r
+            if r.quality is Quality.GOOD:
+                self._good.setdefault(r.device, {})[r.point] = r
 
     def put_device(self, device: str, row: dict[str, Reading]) -> None:
         self._data[device] = row
+        good = self._good.setdefault(device, {})
+        for name, r in row.items():
+            if r.quality is Quality.GOOD:
+                good[name] = r
 
     def get(self, device: str, point: str) -> Reading | None:
+        """The last reading, whatever its quality."""
         return self._data.get(device, {}).get(point)
 
-    def good(self, device: str, point: str, *, now_ms: int, max_age_ms: int) -> Value:
-        """The value if the last reading is good and recent, else None."""
-        r = self._data.get(device, {}).get(point)
-        if r is None or r.quality is not Quality.GOOD or now_ms - r.t > max_age_ms:
+    def good_reading(
+        self, device: str, point: str, *, now_ms: int, max_age_ms: int
+    ) -> Reading | None:
+        """The last good reading if it is at most `max_age_ms` old, else None."""
+        r = self._good.get(device, {}).get(point)
+        if r is None or now_ms - r.t > max_age_ms:
             return None
-        return r.value
+        return r
+
+    def good(self, device: str, point: str, *, now_ms: int, max_age_ms: int) -> Value:
+        """The value of the last good reading if it is at most `max_age_ms` old, else None."""
+        r = self.good_reading(device, point, now_ms=now_ms, max_age_ms=max_age_ms)
+        return None if r is None else r.value
 
     def device(self, device: str) -> dict[str, Reading]:
         return dict(self._data.get(device, {}))

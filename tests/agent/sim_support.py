@@ -63,6 +63,7 @@ class SimSite:
                 "port": self.port,
                 "unit_id": unit,
                 "poll_interval_s": poll_interval_s,
+                "max_interval_s": max(300.0, poll_interval_s),
                 "timeout_s": 0.5,
             }
             for name, (kind, profile, unit) in PROFILES.items()

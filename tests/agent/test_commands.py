@@ -82,12 +82,15 @@ class Rig:
 async def make_rig(tmp_path: Path, *, soc: float, speed: float = 20.0) -> AsyncIterator[Rig]:
     """A simulated site on a SimClock `speed` times real time, and a command processor on it.
 
-    Poll intervals scale with the speed, so that readings stay fresh (in simulated time) for
-    the interlocks between the test's refreshes."""
+    The poller is not started: the test polls (`refresh`). The configured poll interval only
+    sets how old a reading the interlocks accept (3 intervals), so it scales with the speed:
+    at least 3 s of real time, so that a loaded machine stalling the event loop between a
+    refresh and `enforce` does not age the readings out (at speed 400, a 0.75 s stall was
+    already 5 simulated minutes: the agent rightly called the SOC unknown)."""
     clock = SimClock(start=START, speed=speed)
     spec = SiteSpec(id=SITE, battery=BatterySpec(capacity_ah=1000, initial_soc=soc))
     site = await start_sim_site(spec, clock)
-    cfg = site.config(tmp_path, poll_interval_s=max(1.0, speed / 4))
+    cfg = site.config(tmp_path, poll_interval_s=max(5.0, speed))
     profiles = load_device_profiles(cfg)
     poller = Poller(cfg, profiles, Collector(), clock)
     audit = AuditLog(tmp_path / "agent.db")

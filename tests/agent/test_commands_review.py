@@ -1,0 +1,74 @@
+"""Safety review of the command path: each test pins a finding (a fix or a decision) against
+the simulated site or as a pure table."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.interlocks import SiteView, reserve_of, watch
+from protocols.clock import Clock
+from protocols.messages import AckStatus, PeakShave
+from simulators.modbus.faults import Fault, FaultKind
+from tests.agent.devices_support import wait_for
+from tests.agent.test_commands import make_rig
+from tests.agent.test_interlocks import FACTS, VIEW, with_
+
+
+async def clock_past(clock: Clock, t: float, timeout: float = 10.0) -> None:
+    """Until the (fast) clock reads later than `t`."""
+    await wait_for(lambda: clock.now() > t, timeout=timeout)
+
+
+# -- a transient gap in the SOC during a discharge ---------------------------------------------
+
+
+def test_an_aged_soc_raises_the_reserve_by_what_the_load_could_have_drawn() -> None:
+    fresh = reserve_of(VIEW, FACTS)
+    aged = reserve_of(with_(soc_age_s=600.0), FACTS)
+    assert fresh is not None and aged is not None
+    # 10 minutes of 4 kW through 0.95 from 19.2 kWh: 3.65 points more.
+    assert aged - fresh == pytest.approx(100 * 4000 * (600 / 3600) / 0.95 / 19_200)
+    view: SiteView = with_(soc=78.0)
+    assert watch(view, FACTS, discharging=True, dormant=None) == []
+    stop = watch(with_(soc=78.0, soc_age_s=600.0), FACTS, discharging=True, dormant=None)
+    assert [f.reason for f in stop] == ["reserve_reached"]
+
+
+async def test_one_lost_battery_poll_does_not_stop_a_discharge_a_silent_battery_does(
+    tmp_path: Path,
+) -> None:
+    """One failed poll leaves the last good SOC usable for the interlocks' maximum age (three
+    poll intervals); beyond that the SOC is unknown and the agent stops the discharge."""
+    async for rig in make_rig(tmp_path, soc=90.0):
+        await rig.send(rig.cmd(PeakShave(3000), 1, lease_s=3600))
+        assert rig.acks[-1].status is AckStatus.APPLIED, rig.acks[-1]
+        assert await rig.battery_mode() == 2
+        good_at = rig.clock.now()
+        # The battery answers every request with an exception (reads and writes alike).
+        rig.site.faults.add(
+            "battery", Fault(FaultKind.EXCEPTION, time.monotonic(), time.monotonic() + 600)
+        )
+        await rig.refresh()
+        soc = rig.poller.latest.get("battery", "soc")
+        assert soc is not None and soc.value is None  # the poll did fail
+        view = rig.proc.view()
+        assert view.soc is not None and view.soc_age_s > 0
+        assert await rig.proc.enforce() == []  # one lost poll: the discharge goes on
+        # Silent for longer than the maximum age: SOC unknown, the agent tries to stop it.
+        max_age_s = rig.proc.max_age_ms / 1000
+        await clock_past(rig.clock, good_at + max_age_s + 1)
+        await rig.refresh()
+        assert rig.proc.view().soc is None
+        assert await rig.proc.enforce() == ["soc_unknown"]
+        last = rig.audit.last()
+        assert last is not None and last.reason.startswith("write") and last.status == "failed"
+        assert rig.proc.discharging  # not stopped: the battery refused the write
+        # It answers again: the SOC is known and above the reserve, the discharge may go on.
+        rig.site.faults.clear("battery")
+        await rig.refresh()
+        assert await rig.proc.enforce() == []
+        assert await rig.battery_mode() == 2
+        assert rig.audit.verify().ok
