@@ -83,6 +83,9 @@ class FleetHost:
                 await asyncio.sleep(pause)
 
     async def stop(self) -> None:
+        # Polling stops everywhere first, so the loop is quiet before hundreds of deliveries
+        # flush and disconnect (a busy loop let poll tasks outlive their agent's outbox).
+        await asyncio.gather(*(a.poller.stop() for a in self.agents), return_exceptions=True)
         await asyncio.gather(*(a.stop() for a in self.agents), return_exceptions=True)
 
     def status(self) -> FleetHostStatus:

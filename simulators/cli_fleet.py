@@ -11,6 +11,7 @@ import contextlib
 import csv
 import json
 import logging
+import os
 import resource
 import signal
 import subprocess
@@ -281,7 +282,12 @@ def demo(
 
     def ready(runner: FleetRunner) -> None:
         _banner(runner)
-        if browser:
+        # Only where a graphical browser can open: on a bare console `webbrowser` could start a
+        # text browser in the very terminal that shows the fleet.
+        graphical = sys.platform == "darwin" or any(
+            os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY")
+        )
+        if browser and graphical:
             with contextlib.suppress(webbrowser.Error):
                 webbrowser.open(runner.dashboard_url)
 
