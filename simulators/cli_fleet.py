@@ -36,12 +36,12 @@ from simulators.fleet import (
     FleetFigures,
     FleetOptions,
     FleetRunner,
-    _exe,
+    console_script,
     default_demo_start,
     figures_dict,
     summary_lines,
 )
-from simulators.fleet_run import Inject, parse_inject_option
+from simulators.fleet_run import Inject, load_run, parse_inject_option
 
 BrokerOpt = Annotated[
     str, typer.Option(help="auto (mosquitto if installed), mosquitto, embedded, or HOST:PORT")
@@ -319,8 +319,6 @@ def scenario_cmd(
     """Run a simulated fleet for a simulated period with the real agents and aggregator, then
     print and write the report."""
     try:
-        from simulators.fleet_run import load_run
-
         run = load_run(file)
     except SimulatorError as exc:
         console.print(f"[red]error:[/red] {exc}")
@@ -369,7 +367,7 @@ def write_report(
     (out / "fleet-summary.json").write_text(json.dumps(summary, indent=1))
     agg_cfg = runner.workdir / "aggregator" / "aggregator.toml"
     cmd = [
-        _exe("sitewatt-aggregator"),
+        console_script("sitewatt-aggregator"),
         "report",
         "--from",
         local_time(t0).isoformat(),

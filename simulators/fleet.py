@@ -124,7 +124,7 @@ class FleetFigures:
     last_event: str = ""
 
 
-def _exe(name: str) -> str:
+def console_script(name: str) -> str:
     """A console script of this installation (next to the running Python), else on PATH."""
     here = Path(sys.executable).parent / name
     if here.exists():
@@ -233,7 +233,7 @@ class FleetRunner:
 
     @property
     def duration_s(self) -> float | None:
-        h = self.options.duration_h if self.options.duration_h is not None else None
+        h = self.options.duration_h
         if h is None:
             h = self.run.run.duration_h
         return None if h is None else h * 3600.0
@@ -403,7 +403,7 @@ class FleetRunner:
 
     def _aggregator_cli(self, *args: str) -> str:
         cmd = [
-            _exe("sitewatt-aggregator"),
+            console_script("sitewatt-aggregator"),
             *args,
             "--config",
             str(self._p("aggregator", "aggregator.toml")),
@@ -434,7 +434,7 @@ class FleetRunner:
             "aggregator",
             "aggregator",
             [
-                _exe("sitewatt-aggregator"),
+                console_script("sitewatt-aggregator"),
                 "serve",
                 "--config",
                 str(self._p("aggregator", "aggregator.toml")),
@@ -450,7 +450,7 @@ class FleetRunner:
                 f"sims-{k}",
                 "sims",
                 [
-                    _exe("sitewatt-sim"),
+                    console_script("sitewatt-sim"),
                     "fleet-host",
                     "--manifest",
                     str(self._p("sims", f"shard-{k}.json")),
@@ -469,7 +469,7 @@ class FleetRunner:
                 f"agents-{k}",
                 "agents",
                 [
-                    _exe("sitewatt-agent"),
+                    console_script("sitewatt-agent"),
                     "fleet-host",
                     "--config-list",
                     str(self._p("agents", f"shard-{k}.txt")),
@@ -755,9 +755,6 @@ class FleetRunner:
             self.broker.stop()
         self._write_state()
 
-    def all_pids(self) -> list[int]:
-        return list(self.state()["pids"].values())
-
 
 def default_demo_start(scenario: Path = DEFAULT_SCENARIO) -> str:
     """07:30 local time on the scenario's first day: the morning peak starts half an hour in."""
@@ -790,6 +787,7 @@ __all__ = [
     "FleetFigures",
     "FleetOptions",
     "FleetRunner",
+    "console_script",
     "default_demo_start",
     "figures_dict",
     "pick_http_port",

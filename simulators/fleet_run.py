@@ -224,10 +224,6 @@ def schedule(
     return sorted(out, key=lambda a: a.t)
 
 
-def regions_of(sites: Sequence[tuple[str, str]]) -> list[str]:
-    return sorted({r for _, r in sites})
-
-
 __all__ = [
     "Action",
     "BrokerAction",
@@ -242,7 +238,6 @@ __all__ = [
     "load_run",
     "parse_inject_option",
     "parse_run",
-    "regions_of",
     "schedule",
     "targets",
 ]
