@@ -44,7 +44,11 @@ def policy(chemistry: str) -> SitePolicy:
             "tariff": "shanghai-two-part",
             "battery": {"chemistry": chemistry, "nominal_v": 51.2 if chemistry == "lfp" else 48},
             "channels": CHANNELS,
-            "dormant": {"window": "00:00-05:00", "channel_load_threshold_w": 600, "entry_dwell_s": 600},
+            "dormant": {
+                "window": "00:00-05:00",
+                "channel_load_threshold_w": 600,
+                "entry_dwell_s": 600,
+            },
         }
     )
 
