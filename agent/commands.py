@@ -189,8 +189,11 @@ def plan_writes(
                 opened_by_us = hold is not None and n in hold.channels
                 if opened_by_us or status is None or status.value is not True:
                     channel(n, True)
-            for r_id in devices.rectifiers:
-                put(r_id, "eco_enable", 0)
+            # The site's own ECO setting, except that ECO is never switched on during an outage
+            # (then it is left as it is; the rectifier's controller leaves ECO without mains).
+            if not (lim.rectifier_eco_default and view.mains_present is False):
+                for r_id in devices.rectifiers:
+                    put(r_id, "eco_enable", 1 if lim.rectifier_eco_default else 0)
             for a in devices.aircons:
                 _ac_auto(devices, a, lim.ac_default_setpoint_c, put)
         case AcSetpoint(setpoint_c=sp):
@@ -199,6 +202,8 @@ def plan_writes(
         case BreakerSet(channel=n, closed=closed):
             channel(n, closed)
         case RectifierEco(enabled=on):
+            if on and view.mains_present is False:
+                return out  # a restore to an ECO-on default waits for the mains (see Wake)
             for r_id in devices.rectifiers:
                 put(r_id, "eco_enable", 1 if on else 0)
     return out
@@ -568,6 +573,7 @@ class CommandProcessor:
             now=self.clock.now(),
             lease_s=lease_s,
             ac_default_c=lim.ac_default_setpoint_c,
+            eco_default=lim.rectifier_eco_default,
         )
         match params:
             case PeakShave():
@@ -635,7 +641,10 @@ class CommandProcessor:
             assert view is not None
             if not self._may_try(key):
                 continue
-            params = safe_default(key, ac_default_c=self.config.interlocks.ac_default_setpoint_c)
+            lim = self.config.interlocks
+            params = safe_default(
+                key, ac_default_c=lim.ac_default_setpoint_c, eco_default=lim.rectifier_eco_default
+            )
             outcome = await self._act(params, reason, f"restore {key}", view)
             self._tried(key, outcome)
             done.append(key)

@@ -162,6 +162,9 @@ class InterlocksConfig(_Frozen):
     ac_setpoint_min_c: float = Field(18.0, ge=5, le=40)
     ac_setpoint_max_c: float = Field(32.0, ge=5, le=45)
     ac_default_setpoint_c: float = Field(25.0, ge=5, le=45)
+    rectifier_eco_default: bool = False
+    """The site's own ECO setting: what site.wake, a lapsed lease and the aggregator going
+    offline return the rectifier to (a site whose plant runs ECO normally keeps it)."""
     room_temp_limit_c: float = Field(35.0, ge=20, le=60)
     dormant_load_rise_pct: float = Field(30.0, gt=0, le=1000)
 

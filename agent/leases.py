@@ -3,10 +3,12 @@
 Each applied command holds (or releases) one *lease key*: `battery`, `dormant`, `ac`,
 `rectifier` or `breaker.N`. A command that moves a key away from its safe default holds the key
 until `now + lease_s`; the next command on the same key renews (or replaces) it; a command that
-returns the key to default (battery.auto, site.wake, breaker closed, ECO off) releases it. When a
-lease runs out, or the aggregator goes offline, the agent applies the key's safe default:
-battery auto/float, breaker closed, AC back to its default setpoint, rectifier ECO off, dormant
-left (site.wake). Pure: times are arguments; the command side persists the book and acts.
+returns the key to default (battery.auto, site.wake, breaker closed, ECO at the site's own
+setting) releases it. When a lease runs out, or the aggregator goes offline, the agent applies
+the key's safe default: battery auto/float, breaker closed, AC back to its default setpoint,
+rectifier ECO back to the site's own setting (`interlocks.rectifier_eco_default`, off unless
+configured), dormant left (site.wake). Pure: times are arguments; the command side persists the
+book and acts.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ class Lease:
     expires: float
 
 
-def effect(params: Params, *, ac_default_c: float) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def effect(
+    params: Params, *, ac_default_c: float, eco_default: bool = False
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(keys the command holds, keys it releases)."""
     match params:
         case PeakShave() | Charge():
@@ -60,11 +64,11 @@ def effect(params: Params, *, ac_default_c: float) -> tuple[tuple[str, ...], tup
             key = breaker_key(n)
             return ((), (key,)) if closed else ((key,), ())
         case RectifierEco(enabled=on):
-            return ((RECTIFIER,), ()) if on else ((), (RECTIFIER,))
+            return ((RECTIFIER,), ()) if on != eco_default else ((), (RECTIFIER,))
     return (), ()  # pragma: no cover - Params is closed
 
 
-def safe_default(key: str, *, ac_default_c: float) -> Params:
+def safe_default(key: str, *, ac_default_c: float, eco_default: bool = False) -> Params:
     """The command that returns `key` to its safe default."""
     if key == BATTERY:
         return BatteryAuto()
@@ -73,7 +77,7 @@ def safe_default(key: str, *, ac_default_c: float) -> Params:
     if key == AC:
         return AcSetpoint(ac_default_c)
     if key == RECTIFIER:
-        return RectifierEco(False)
+        return RectifierEco(eco_default)
     if key.startswith("breaker."):
         return BreakerSet(int(key.removeprefix("breaker.")), True)
     raise ValueError(f"unknown lease key {key!r}")
@@ -94,9 +98,10 @@ class LeaseBook:
         now: float,
         lease_s: float,
         ac_default_c: float,
+        eco_default: bool = False,
     ) -> None:
         """Record that a command was applied at `now`."""
-        hold, release = effect(params, ac_default_c=ac_default_c)
+        hold, release = effect(params, ac_default_c=ac_default_c, eco_default=eco_default)
         for key in release:
             if key == "breaker.*":
                 for k in [k for k in self.leases if k.startswith("breaker.")]:

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from agent.commands import CommandProcessor, SiteDevices
 from agent.poller import Poller, load_device_profiles
 from protocols import envelope, messages
 from protocols.clock import SimClock, now_ms
+from protocols.codec import PointCodec
 from protocols.envelope import Keyring
 from protocols.keys import generate_key, load_public_key_hex
 from protocols.messages import (
@@ -30,7 +32,7 @@ from protocols.messages import (
 from protocols.profiles import Table
 from simulators.spec import BatterySpec, SiteSpec
 from tests.agent.devices_support import AGG_KEY, AGG_PRIVATE, Collector, wait_for
-from tests.agent.sim_support import SimSite, start_sim_site
+from tests.agent.sim_support import PROFILES, SimSite, start_sim_site
 
 SITE = "site-t1"
 TOPIC = f"sitewatt/v1/{SITE}/cmd"
@@ -73,13 +75,31 @@ class Rig:
         words = await self.poller.bus_of("battery").read(2, Table.HOLDING, pt.address, 1)
         return int(words[0])
 
+    async def read_point(self, device: str, point: str) -> float | bool:
+        """Read any point over Modbus (decoded with its profile), as an outsider would."""
+        pt = self.poller.devices[device].profile.point(point)
+        unit = PROFILES[device][2]
+        words = await self.poller.bus_of(device).read(unit, pt.table, pt.address, pt.width)
+        if pt.table.is_bits:
+            return bool(words[0])
+        value, _ = PointCodec(pt).decode([int(w) for w in words])
+        assert isinstance(value, float | int | bool), value
+        return value
+
     async def channel_closed(self, n: int) -> bool:
         pt = self.poller.devices["breaker"].profile.point(f"ch{n}_closed")
         bits = await self.poller.bus_of("breaker").read(4, pt.table, pt.address, 1)
         return bool(bits[0])
 
 
-async def make_rig(tmp_path: Path, *, soc: float, speed: float = 20.0) -> AsyncIterator[Rig]:
+async def make_rig(
+    tmp_path: Path,
+    *,
+    soc: float,
+    speed: float = 20.0,
+    spec_kw: dict[str, Any] | None = None,
+    interlocks: dict[str, Any] | None = None,
+) -> AsyncIterator[Rig]:
     """A simulated site on a SimClock `speed` times real time, and a command processor on it.
 
     The poller is not started: the test polls (`refresh`). The configured poll interval only
@@ -88,9 +108,10 @@ async def make_rig(tmp_path: Path, *, soc: float, speed: float = 20.0) -> AsyncI
     refresh and `enforce` does not age the readings out (at speed 400, a 0.75 s stall was
     already 5 simulated minutes: the agent rightly called the SOC unknown)."""
     clock = SimClock(start=START, speed=speed)
-    spec = SiteSpec(id=SITE, battery=BatterySpec(capacity_ah=1000, initial_soc=soc))
+    battery = BatterySpec(capacity_ah=1000, initial_soc=soc)
+    spec = SiteSpec(id=SITE, **{"battery": battery, **(spec_kw or {})})
     site = await start_sim_site(spec, clock)
-    cfg = site.config(tmp_path, poll_interval_s=max(5.0, speed))
+    cfg = site.config(tmp_path, poll_interval_s=max(5.0, speed), interlocks=interlocks or {})
     profiles = load_device_profiles(cfg)
     poller = Poller(cfg, profiles, Collector(), clock)
     audit = AuditLog(tmp_path / "agent.db")

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from agent.interlocks import SiteView, reserve_of, watch
+from agent.leases import effect, safe_default
 from protocols.clock import Clock
-from protocols.messages import AckStatus, PeakShave
+from protocols.messages import AckStatus, Dormant, PeakShave, RectifierEco, Wake
 from simulators.modbus.faults import Fault, FaultKind
+from simulators.spec import RectifierSpec
 from tests.agent.devices_support import wait_for
 from tests.agent.test_commands import make_rig
 from tests.agent.test_interlocks import FACTS, VIEW, with_
@@ -72,3 +74,42 @@ async def test_one_lost_battery_poll_does_not_stop_a_discharge_a_silent_battery_
         assert await rig.proc.enforce() == []
         assert await rig.battery_mode() == 2
         assert rig.audit.verify().ok
+
+
+# -- wake restores the site's own rectifier ECO setting ---------------------------------------
+
+
+@pytest.mark.parametrize("eco_default", [True, False])
+async def test_wake_and_lease_lapse_restore_the_sites_own_eco_setting(
+    tmp_path: Path, eco_default: bool
+) -> None:
+    spec = {"rectifier": RectifierSpec(eco_enable=eco_default)}
+    il = {"rectifier_eco_default": eco_default}
+    async for rig in make_rig(tmp_path, soc=90.0, spec_kw=spec, interlocks=il):
+        assert await rig.read_point("rectifier", "eco_enable") == eco_default
+        await rig.send(rig.cmd(Dormant((4,), True, 2.0), 1))
+        assert rig.acks[-1].status is AckStatus.APPLIED, rig.acks[-1]
+        assert await rig.read_point("rectifier", "eco_enable") == 1
+        await rig.send(rig.cmd(Wake(), 2))
+        assert rig.acks[-1].status is AckStatus.APPLIED, rig.acks[-1]
+        assert rig.acks[-1].readback["rectifier.eco_enable"] == eco_default
+        assert await rig.read_point("rectifier", "eco_enable") == eco_default
+        # Away from the default, ECO holds a lease; its lapse brings the default back.
+        await rig.send(rig.cmd(RectifierEco(not eco_default), 3, lease_s=2))
+        assert rig.proc.leases.holds("rectifier")
+        assert await rig.read_point("rectifier", "eco_enable") == (not eco_default)
+        await clock_past(rig.clock, rig.proc.leases.leases["rectifier"].expires)
+        assert await rig.proc.expire_leases() == ["rectifier"]
+        assert await rig.read_point("rectifier", "eco_enable") == eco_default
+        # The default itself holds no lease.
+        await rig.send(rig.cmd(RectifierEco(eco_default), 4))
+        assert rig.acks[-1].status is AckStatus.APPLIED and not rig.proc.leases.holds("rectifier")
+
+
+def test_eco_lease_follows_the_configured_default() -> None:
+    on = RectifierEco(True)
+    off = RectifierEco(False)
+    assert effect(off, ac_default_c=25.0, eco_default=True) == (("rectifier",), ())
+    assert effect(on, ac_default_c=25.0, eco_default=True) == ((), ("rectifier",))
+    assert safe_default("rectifier", ac_default_c=25.0, eco_default=True) == RectifierEco(True)
+    assert safe_default("rectifier", ac_default_c=25.0) == RectifierEco(False)
