@@ -38,7 +38,15 @@ from agent.interlocks import (
     dormant_setpoint,
     watch,
 )
-from agent.leases import BATTERY, DORMANT, Lease, LeaseBook, restore_order, safe_default
+from agent.leases import (
+    BATTERY,
+    DORMANT,
+    Lease,
+    LeaseBook,
+    effect,
+    restore_order,
+    safe_default,
+)
 from agent.poller import Latest, Poller
 from protocols import envelope, messages
 from protocols.clock import Clock, now_ms
@@ -344,6 +352,8 @@ class Outcome:
     status: AckStatus
     reason: str = ""
     readback: Mapping[str, Value] = field(default_factory=dict)
+    touched: bool = False
+    """Whether any write may have reached a device (also for a failed command)."""
 
 
 class CommandProcessor:
@@ -443,7 +453,10 @@ class CommandProcessor:
             log.info("%s: command %s refused: %s", self.config.site_id, cmd.id, verdict.detail)
             return await self._finish(cmd, Outcome(AckStatus.REJECTED, verdict.reason))
         outcome = await self._apply(cmd.params, view)
-        if outcome.status is AckStatus.APPLIED:
+        if outcome.status is AckStatus.APPLIED or (outcome.touched and self._holds(cmd.params)):
+            # A command that failed half-way (a channel opened, then a write refused) leaves
+            # the site partly in its state: it takes its lease and hold all the same, so that
+            # the lapse, the aggregator going offline or a dormant exit undo what was done.
             self._after_applied(cmd.params, view, cmd.id, cmd.seq, cmd.lease_s)
         return await self._finish(cmd, outcome)
 
@@ -498,17 +511,29 @@ class CommandProcessor:
             max_age_ms=self.max_age_ms,
         )
 
+    def _holds(self, params: Params) -> bool:
+        """Whether `params` moves a lease key away from its safe default."""
+        lim = self.config.interlocks
+        held, _ = effect(
+            params, ac_default_c=lim.ac_default_setpoint_c, eco_default=lim.rectifier_eco_default
+        )
+        return bool(held)
+
     async def _apply(self, params: Params, view: SiteView) -> Outcome:
+        readback: dict[str, Value] = {}
         try:
             plan = plan_writes(
                 params, self.devices, view, self.facts, self.poller.latest, hold=self.hold
             )
-            readback: dict[str, Value] = {}
             for w in plan:
                 readback[f"{w.device}.{w.verify}"] = await self.write_and_verify(w)
         except CommandFailed as exc:
-            return Outcome(AckStatus.FAILED, f"{exc.reason}: {exc.detail}"[:1000])
-        return Outcome(AckStatus.APPLIED, "", readback)
+            # A failed write may still have reached the device: count it as touched too.
+            touched = bool(readback) or exc.reason in ("write", "readback", "readback_mismatch")
+            return Outcome(
+                AckStatus.FAILED, f"{exc.reason}: {exc.detail}"[:1000], readback, touched
+            )
+        return Outcome(AckStatus.APPLIED, "", readback, bool(readback))
 
     async def write_and_verify(self, w: Write) -> Value:
         """Encode, write under the bus lock, read back until it shows the expected value."""

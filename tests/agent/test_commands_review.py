@@ -113,3 +113,28 @@ def test_eco_lease_follows_the_configured_default() -> None:
     assert effect(on, ac_default_c=25.0, eco_default=True) == ((), ("rectifier",))
     assert safe_default("rectifier", ac_default_c=25.0, eco_default=True) == RectifierEco(True)
     assert safe_default("rectifier", ac_default_c=25.0) == RectifierEco(False)
+
+
+# -- a command that fails half-way still takes its lease and hold ------------------------------
+
+
+async def test_half_applied_dormant_is_undone_when_its_lease_lapses(tmp_path: Path) -> None:
+    """Channel 4 opens, then the rectifier refuses the ECO write: the command failed, but the
+    channel is open — the agent must still own it (lease + dormant hold) and close it later."""
+    async for rig in make_rig(tmp_path, soc=90.0):
+        rig.site.faults.add(
+            "rectifier", Fault(FaultKind.EXCEPTION, time.monotonic(), time.monotonic() + 600)
+        )
+        await rig.send(rig.cmd(Dormant((4,), True, 2.0), 1, lease_s=5))
+        ack = rig.acks[-1]
+        assert ack.status is AckStatus.FAILED and ack.reason.startswith("write"), ack
+        assert ack.readback == {"breaker.ch4_closed": False}  # what did happen, reported
+        assert not await rig.channel_closed(4)
+        assert rig.proc.hold is not None and rig.proc.hold.channels == (4,)
+        assert rig.proc.leases.holds("dormant")
+        rig.site.faults.clear("rectifier")
+        await clock_past(rig.clock, rig.proc.leases.leases["dormant"].expires)
+        await rig.refresh()
+        assert await rig.proc.expire_leases() == ["dormant"]
+        assert await rig.channel_closed(4)
+        assert rig.proc.hold is None and not rig.proc.leases.held()
