@@ -3,12 +3,13 @@ own protective acts (lease lapse, aggregator offline, reserve reached, dormant e
 
 A command from the cmd topic runs only if, in this order: the COSE signature verifies against a
 pinned aggregator key (`bad_signature`, `unknown_kid`, `malformed`), the payload is a well-formed
-command (`malformed`), `site` is ours (`wrong_site`), it has not expired (`expired`), its `seq`
-is above the last accepted one (`replayed`) — that seq is then persisted durably *before any
-device is touched*, so no command can ever run twice — and the interlocks allow it (their
-reason codes). Then every write of the plan is encoded with the profile's codec, written under
-the bus lock, read back and compared; a breaker channel is followed on its status point until it
-moves. Each outcome is appended to the hash-chained audit log and acked, signed: `applied` with
+command (`malformed`), `site` is ours (`wrong_site`), it was not issued more than five minutes
+ahead of the agent's clock (`clock_skew`: one clock is wrong, and expiry would mean nothing), it
+has not expired (`expired`), its `seq` is above the last accepted one (`replayed`) — that seq is
+then persisted durably *before any device is touched*, so no command can ever run twice — and
+the interlocks allow it (their reason codes). Then every write of the plan is encoded with the
+profile's codec, written under the bus lock, read back and compared; a breaker channel is
+followed on its status point until it moves. Each outcome is appended to the hash-chained audit log and acked, signed: `applied` with
 the read-back, `rejected` with the reason, or `failed` with the error.
 
 Everything that writes to devices takes one lock, so a command, a lease restore and an interlock
@@ -322,10 +323,18 @@ def _channel_power(
 # -- admission ------------------------------------------------------------------------------------
 
 
+MAX_CLOCK_SKEW_MS = 300_000
+"""How far ahead of the agent's clock a command's `issued` may be. Beyond it one of the two
+clocks is wrong; if it is the agent's (a gateway that booted without its RTC and before NTP, in
+1970), `expires` means nothing to it, so a delayed command could run any time: refuse."""
+
+
 def admit(cmd: Command, *, site: str, now: int, last_seq: int) -> str | None:
     """The reason to refuse a verified command before the interlocks, or None."""
     if cmd.site != site:
         return "wrong_site"
+    if cmd.issued > now + MAX_CLOCK_SKEW_MS:
+        return "clock_skew"
     if cmd.expires <= now:
         return "expired"
     if cmd.seq <= last_seq:
@@ -741,6 +750,7 @@ def _claimed_command(payload: bytes) -> tuple[str, int | None, str] | None:
 
 
 __all__ = [
+    "MAX_CLOCK_SKEW_MS",
     "CommandCounters",
     "CommandProcessor",
     "Outcome",

@@ -4,19 +4,31 @@ the simulated site or as a pure table."""
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
+from agent.commands import MAX_CLOCK_SKEW_MS, admit
 from agent.interlocks import SiteView, reserve_of, watch
 from agent.leases import effect, safe_default
 from protocols.clock import Clock
-from protocols.messages import AckStatus, Dormant, PeakShave, RectifierEco, Wake
+from protocols.messages import (
+    AckStatus,
+    BatteryAuto,
+    Command,
+    Dormant,
+    PeakShave,
+    RectifierEco,
+    Wake,
+)
 from simulators.modbus.faults import Fault, FaultKind
 from simulators.spec import RectifierSpec
 from tests.agent.devices_support import wait_for
 from tests.agent.test_commands import make_rig
 from tests.agent.test_interlocks import FACTS, VIEW, with_
+
+NOW_MS = 1_700_000_000_000
 
 
 async def clock_past(clock: Clock, t: float, timeout: float = 10.0) -> None:
@@ -138,3 +150,28 @@ async def test_half_applied_dormant_is_undone_when_its_lease_lapses(tmp_path: Pa
         assert await rig.proc.expire_leases() == ["dormant"]
         assert await rig.channel_closed(4)
         assert rig.proc.hold is None and not rig.proc.leases.held()
+
+
+# -- admission: a sane clock ---------------------------------------------------------------------
+
+
+def _command(issued: int, expires: int, seq: int = 5) -> Command:
+    return Command(str(uuid.uuid4()), "s1", seq, issued, expires, 60, BatteryAuto())
+
+
+@pytest.mark.parametrize(
+    ("issued", "expires", "reason"),
+    [
+        (NOW_MS - 1_000, NOW_MS + 59_000, None),
+        (NOW_MS + 60_000, NOW_MS + 120_000, None),  # a clock a minute apart: fine
+        (NOW_MS + MAX_CLOCK_SKEW_MS + 1, NOW_MS + 10 * 60_000, "clock_skew"),
+        (NOW_MS - 120_000, NOW_MS - 60_000, "expired"),
+    ],
+)
+def test_admission_refuses_commands_from_a_clock_far_ahead(
+    issued: int, expires: int, reason: str | None
+) -> None:
+    assert admit(_command(issued, expires), site="s1", now=NOW_MS, last_seq=4) == reason
+    # The agent's clock at 0 (1970): the same valid command is refused.
+    if reason is None:
+        assert admit(_command(issued, expires), site="s1", now=0, last_seq=4) == "clock_skew"
