@@ -9,8 +9,9 @@ has not expired (`expired`), its `seq` is above the last accepted one (`replayed
 then persisted durably *before any device is touched*, so no command can ever run twice — and
 the interlocks allow it (their reason codes). Then every write of the plan is encoded with the
 profile's codec, written under the bus lock, read back and compared; a breaker channel is
-followed on its status point until it moves. Each outcome is appended to the hash-chained audit log and acked, signed: `applied` with
-the read-back, `rejected` with the reason, or `failed` with the error.
+followed on its status point until it moves. Each outcome is appended to the hash-chained audit
+log and acked, signed: `applied` with the read-back, `rejected` with the reason, or `failed` with
+the error (an unexpected error in our own code included: every verified command is acked).
 
 Everything that writes to devices takes one lock, so a command, a lease restore and an interlock
 act never interleave their writes.
@@ -456,8 +457,12 @@ class CommandProcessor:
         # Durable before any write: this command can never run again, whatever happens next.
         self.last_seq = cmd.seq
         self.audit.set_state({"last_seq": cmd.seq})
-        view = self.view()
-        verdict = check(cmd.params, view, self.facts)
+        try:
+            view = self.view()
+            verdict = check(cmd.params, view, self.facts)
+        except Exception as exc:  # a bug of ours: the command fails, and is still acked
+            log.exception("%s: command %s: internal error", self.config.site_id, cmd.id)
+            return await self._finish(cmd, Outcome(AckStatus.FAILED, _internal(exc)))
         if not verdict.allowed:
             log.info("%s: command %s refused: %s", self.config.site_id, cmd.id, verdict.detail)
             return await self._finish(cmd, Outcome(AckStatus.REJECTED, verdict.reason))
@@ -536,7 +541,10 @@ class CommandProcessor:
             )
             for w in plan:
                 readback[f"{w.device}.{w.verify}"] = await self.write_and_verify(w)
-        except CommandFailed as exc:
+        except Exception as exc:
+            if not isinstance(exc, CommandFailed):  # a bug of ours: fail, ack, stay running
+                log.exception("%s: %s: internal error", self.config.site_id, params.ACTION.value)
+                return Outcome(AckStatus.FAILED, _internal(exc), readback, True)
             # A failed write may still have reached the device: count it as touched too.
             touched = bool(readback) or exc.reason in ("write", "readback", "readback_mismatch")
             return Outcome(
@@ -721,6 +729,10 @@ class CommandProcessor:
             )
         )
         return outcome
+
+
+def _internal(exc: Exception) -> str:
+    return f"internal: {type(exc).__name__}: {exc}"[:1000]
 
 
 def _same(value: Value, expect: Value, scale: float) -> bool:

@@ -16,6 +16,7 @@ from protocols.clock import Clock
 from protocols.messages import (
     AckStatus,
     BatteryAuto,
+    BreakerSet,
     Command,
     Dormant,
     PeakShave,
@@ -175,3 +176,27 @@ def test_admission_refuses_commands_from_a_clock_far_ahead(
     # The agent's clock at 0 (1970): the same valid command is refused.
     if reason is None:
         assert admit(_command(issued, expires), site="s1", now=0, last_seq=4) == "clock_skew"
+
+
+# -- every verified command is acked, even when our own code fails ------------------------------
+
+
+async def test_an_internal_error_fails_the_command_with_an_ack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async for rig in make_rig(tmp_path, soc=90.0):
+
+        async def broken(w: object) -> None:
+            raise RuntimeError("a bug in the write path")
+
+        monkeypatch.setattr(rig.proc, "write_and_verify", broken)
+        cmd = rig.cmd(BreakerSet(4, False), 7, lease_s=5)
+        await rig.send(cmd)
+        ack = rig.acks[-1]
+        assert ack.id == cmd.id and ack.status is AckStatus.FAILED, ack
+        assert ack.reason.startswith("internal: RuntimeError"), ack
+        last = rig.audit.last()
+        assert last is not None and last.status == "failed" and last.seq == 7
+        assert rig.proc.last_seq == 7  # never runs again
+        # It may have written something: the lease is held, its lapse restores the default.
+        assert rig.proc.leases.holds("breaker.4")
