@@ -27,7 +27,7 @@ from typing import Any
 
 import cbor2
 
-from agent.audit import AuditEntry, AuditLog
+from agent.audit import AuditCheck, AuditEntry, AuditLog
 from agent.config import SiteConfig
 from agent.errors import CommandFailed, DeviceError
 from agent.interlocks import (
@@ -404,6 +404,41 @@ class CommandProcessor:
         intervals = [d.poll_interval_s for d in config.devices.values() if d.enabled] or [5.0]
         self.max_age_ms = int(max(3 * max(intervals), 15.0) * 1000)
         self._retry_at: dict[str, float] = {}
+        self.audit_check = self._check_audit()
+
+    def _check_audit(self) -> AuditCheck:
+        """Verify the audit chain at start; a break is itself recorded in the chain.
+
+        Commands keep running (the safety acts must, and refusing would only make the site
+        uncontrollable), but the break is logged and written down: the next append would
+        otherwise hide a cut tail, whose only trace is the recorded head it replaces.
+        """
+        result = self.audit.verify()
+        if not result.ok:
+            log.error(
+                "%s: audit log broken at row %s: %s",
+                self.config.site_id,
+                result.bad_n,
+                result.problem,
+            )
+            self.audit.append(
+                AuditEntry(
+                    t=now_ms(self.clock),
+                    source="agent",
+                    command_id="agent:audit_broken",
+                    seq=None,
+                    action="audit.verify",
+                    params={},
+                    status=AckStatus.FAILED.value,
+                    reason="audit_broken",
+                    readback={
+                        "problem": result.problem,
+                        "bad_n": result.bad_n,
+                        "entries": result.entries,
+                    },
+                )
+            )
+        return result
 
     # -- incoming -----------------------------------------------------------------------------
 

@@ -3,13 +3,15 @@ the simulated site or as a pure table."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from agent.commands import MAX_CLOCK_SKEW_MS, admit
+from agent.audit import AuditLog
+from agent.commands import MAX_CLOCK_SKEW_MS, CommandProcessor, admit
 from agent.interlocks import SiteView, reserve_of, watch
 from agent.leases import effect, safe_default
 from protocols.clock import Clock
@@ -200,3 +202,42 @@ async def test_an_internal_error_fails_the_command_with_an_ack(
         assert rig.proc.last_seq == 7  # never runs again
         # It may have written something: the lease is held, its lapse restores the default.
         assert rig.proc.leases.holds("breaker.4")
+
+
+# -- the audit chain is verified at start, and a break is written down ---------------------------
+
+
+async def test_a_cut_audit_tail_is_recorded_at_start(tmp_path: Path) -> None:
+    async for rig in make_rig(tmp_path, soc=90.0):
+        await rig.send(rig.cmd(BatteryAuto(), 1))
+        await rig.send(rig.cmd(BatteryAuto(), 2))
+        assert rig.proc.audit_check.ok and rig.audit.verify().entries == 2
+        with sqlite3.connect(tmp_path / "agent.db") as db:  # someone removes the last entry
+            db.execute("DELETE FROM audit WHERE n = 2")
+        again = CommandProcessor(
+            rig.proc.config,
+            rig.proc.devices,
+            rig.poller,
+            AuditLog(tmp_path / "agent.db"),
+            rig.clock,
+            keyring=rig.proc.keyring,
+            topic=rig.proc.topic,
+        )
+        try:
+            assert not again.audit_check.ok and "ends at row 1" in again.audit_check.problem
+            last = again.audit.last()
+            assert last is not None and last.reason == "audit_broken" and last.n == 2
+            assert last.readback is not None and "ends at row 1" in last.readback["problem"]
+            # The chain goes on from there, the break on record in it.
+            assert again.audit.verify().ok
+            assert CommandProcessor(
+                rig.proc.config,
+                rig.proc.devices,
+                rig.poller,
+                again.audit,
+                rig.clock,
+                keyring=rig.proc.keyring,
+                topic=rig.proc.topic,
+            ).audit_check.ok
+        finally:
+            again.audit.close()
