@@ -200,6 +200,8 @@ def check(params: Params, view: SiteView, facts: SiteFacts) -> Verdict:
                     f"setpoint {sp:g} °C outside "
                     f"{lim.ac_setpoint_min_c:g}..{lim.ac_setpoint_max_c:g}",
                 )
+            if sp > lim.ac_default_setpoint_c and view.room_temp_c is None:
+                return _no("temp_unknown", "no good room temperature: cooling is not relaxed")
             hot = view.room_temp_c is not None and view.room_temp_c >= lim.room_temp_limit_c
             if hot and sp > lim.ac_default_setpoint_c:
                 return _no(

@@ -12,11 +12,12 @@ import pytest
 
 from agent.audit import AuditLog
 from agent.commands import MAX_CLOCK_SKEW_MS, CommandProcessor, admit
-from agent.interlocks import SiteView, reserve_of, watch
+from agent.interlocks import SiteView, check, reserve_of, watch
 from agent.leases import effect, safe_default
 from protocols.clock import Clock
 from protocols.messages import (
     AckStatus,
+    AcSetpoint,
     BatteryAuto,
     BreakerSet,
     Command,
@@ -241,3 +242,23 @@ async def test_a_cut_audit_tail_is_recorded_at_start(tmp_path: Path) -> None:
             ).audit_check.ok
         finally:
             again.audit.close()
+
+
+# -- cooling is never relaxed blind ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setpoint", "room", "reason"),
+    [
+        (28.0, None, "temp_unknown"),  # relaxing without seeing the room: refused
+        (22.0, None, ""),  # cooling harder is always allowed
+        (25.0, None, ""),  # the default itself
+        (28.0, 36.0, "room_hot"),
+        (28.0, 30.0, ""),
+    ],
+)
+def test_ac_setpoint_is_not_relaxed_without_a_room_temperature(
+    setpoint: float, room: float | None, reason: str
+) -> None:
+    verdict = check(AcSetpoint(setpoint), with_(room_temp_c=room), FACTS)
+    assert verdict.reason == reason and verdict.allowed is (reason == "")
