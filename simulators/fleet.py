@@ -147,6 +147,12 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def startup_estimate_s(sites: int) -> float:
+    """Wall seconds a fleet of this size takes to come up on a small machine (measured: 20
+    sites about 7 s, 1,000 sites about 70 s)."""
+    return 6.0 + 0.06 * sites
+
+
 class PortPool:
     """Distinct free ports below Linux's ephemeral range (32768+), so that neither a second pick
     nor the local port of some outgoing connection can take a port before its server binds it."""
@@ -262,7 +268,8 @@ class FleetRunner:
         self._choose_broker()
         if not self.external:
             self.http_port = pick_http_port(o.http_port, self.ports)
-        anchor = time.time()
+        # Simulated time reaches `start` about when the fleet is up, not minutes before.
+        anchor = time.time() + startup_estimate_s(sc.fleet.sites)
         self.plan = plan = plan_fleet(
             sc,
             start=start,
