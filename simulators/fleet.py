@@ -744,7 +744,7 @@ class FleetRunner:
                 try:
                     last = await self.figures(client)
                 except (httpx.HTTPError, ValueError, KeyError) as exc:
-                    log.warning("figures: %s", exc)
+                    log.warning("figures: %r", exc)
                 on_figures(last)
                 if end is not None and self.clock.now() >= end:
                     break

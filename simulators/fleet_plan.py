@@ -222,9 +222,14 @@ def aggregator_config(
             "ack_timeout_s": max(60.0, 2.0 * plan.speed),
             # Renewals every 15 wall seconds at most: a lease is a safety net, not a heartbeat.
             "lease_s": int(max(600.0, 30.0 * plan.speed)),
+            # Readings a few wall seconds old are fresh in a sped-up fleet on a busy machine.
+            "stale_s": max(300.0, 5.0 * plan.speed),
             "tariffs_dir": str(TARIFFS_DIR),
             "policies_dir": str(workdir / "aggregator" / "policies"),
         },
+        # Likewise a site is offline only after 15 wall seconds of silence: at 160x the
+        # default 300 simulated seconds are under 2 wall seconds, less than a busy loop's lag.
+        "alarms": {"silence_s": max(300.0, 15.0 * plan.speed)},
         "clock": plan.clock_section(),
     }
 

@@ -113,6 +113,7 @@ def test_aggregator_config_and_policy_layers_validate(tmp_path: Path) -> None:
         SimClock(START, 60.0, 1000.0).now(), abs=1.0
     )
     assert agg.control.enabled
+    assert agg.alarms.silence_s == 900.0  # 15 wall seconds at 60x
     layer = tomllib.loads(dumps(policy_layers(plan)["20-group-lead-acid.toml"]))
     lead = [s.id for s in plan.sites if s.site.spec.battery.chemistry.value == "lead_acid"]
     assert lead and layer["scope"]["sites"] == lead
