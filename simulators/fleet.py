@@ -731,29 +731,49 @@ class FleetRunner:
         *,
         every_s: float = 2.0,
     ) -> FleetFigures:
-        """Report figures and apply injections until `stop`, the duration's end, or a failure."""
+        """Report figures and apply injections until `stop`, the duration's end, or a failure
+        (a child that died: FleetError)."""
         assert self.clock is not None
         plan = self._plan()
         end = None if self.duration_s is None else plan.start + self.duration_s
+        done = asyncio.Event()
+        guard = asyncio.create_task(self._guard(stop, done, end), name="fleet-guard")
         last = FleetFigures()
-        async with httpx.AsyncClient(timeout=30.0) as client:
+        try:
+            async with httpx.AsyncClient(timeout=30.0) as client:
+                while not done.is_set():
+                    t = time.monotonic()
+                    try:
+                        last = await self.figures(client)
+                    except (httpx.HTTPError, ValueError, KeyError) as exc:
+                        log.warning("figures: %r", exc)
+                    on_figures(last)
+                    # The fleet list costs the aggregator a query per site: look less often at
+                    # large fleets, and never spend more than a third of the time looking.
+                    pause = max(every_s, len(plan.sites) / 100, 3 * (time.monotonic() - t))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(done.wait(), pause)
+        finally:
+            guard.cancel()
+            await asyncio.gather(guard, return_exceptions=True)
+        failure = None if guard.cancelled() else guard.exception()
+        if failure is not None:
+            raise failure
+        return last
+
+    async def _guard(self, stop: asyncio.Event, done: asyncio.Event, end: float | None) -> None:
+        """Every quarter second: children alive, injections due, the end reached or asked for."""
+        assert self.clock is not None
+        try:
             while not stop.is_set():
                 self._check_children()
                 await self.apply_due()
-                t = time.monotonic()
-                try:
-                    last = await self.figures(client)
-                except (httpx.HTTPError, ValueError, KeyError) as exc:
-                    log.warning("figures: %r", exc)
-                on_figures(last)
                 if end is not None and self.clock.now() >= end:
                     break
-                # The fleet list costs the aggregator a query per site: look less often at
-                # large fleets, and never spend more than a third of the time looking.
-                pause = max(every_s, len(plan.sites) / 100, 3 * (time.monotonic() - t))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), pause)
-        return last
+                    await asyncio.wait_for(stop.wait(), 0.25)
+        finally:
+            done.set()
 
     # -- stopping -------------------------------------------------------------------------------
 
