@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from agent.leases import LeaseBook, effect, restore_order, safe_default
@@ -59,7 +61,7 @@ def test_unknown_key_refused() -> None:
 
 def test_lease_grant_renew_lapse_release() -> None:
     book = LeaseBook()
-    kw = {"ac_default_c": 25.0}
+    kw: dict[str, Any] = {"ac_default_c": 25.0}
     book.apply(PeakShave(1000), command_id="a", seq=1, now=0.0, lease_s=60, **kw)
     book.apply(BreakerSet(5, False), command_id="b", seq=2, now=10.0, lease_s=30, **kw)
     assert book.next_expiry() == 40.0
@@ -75,7 +77,7 @@ def test_lease_grant_renew_lapse_release() -> None:
 
 def test_wake_releases_every_breaker_and_order_is_safest_first() -> None:
     book = LeaseBook()
-    kw = {"ac_default_c": 25.0}
+    kw: dict[str, Any] = {"ac_default_c": 25.0}
     steps: list[Params] = [
         BreakerSet(6, False),
         AcSetpoint(28),
