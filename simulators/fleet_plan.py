@@ -76,14 +76,25 @@ class FleetPlan:
         return sorted({s.port for s in self.sites})
 
 
-def default_poll_s(speed: float) -> float:
-    """Agents poll about once a wall second, never more often than every 5 simulated seconds
-    (at high speed a faster poll would measure the simulators' CPU, not the sites) and never
-    less often than every 2 simulated minutes (the control loop and the silence alarm want
-    readings younger than 5 minutes)."""
-    return min(MAX_AGE_S, max(5.0, round(speed * 1.0, 1)))
+def default_poll_s(speed: float, *, sites: int = 1, cpus: int = 2) -> float:
+    """Simulated seconds between an agent's polls of a device.
+
+    About once a wall second, never more often than every 5 simulated seconds (at high speed a
+    faster poll measures the simulators' CPU, not the sites), at most every 2 simulated minutes
+    (the control loop and the silence alarm want fresh readings) — unless the whole fleet's
+    polls would exceed what the machine's cores sustain (`POLLS_PER_CORE`, agent and simulator
+    side together): then less often, so that a big fast fleet keeps up with its clock instead of
+    falling behind it.
+    """
+    base = min(MAX_AGE_S, max(5.0, round(speed * 1.0, 1)))
+    needed = sites * DEVICES_PER_SITE * speed / (POLLS_PER_CORE * max(1, cpus))
+    return max(base, round(needed, 1))
 
 
+POLLS_PER_CORE = 400.0
+"""Device polls per wall second one core sustains, agent and simulator side together (a device
+poll costs about 1.8 ms of CPU in all: measured with 100 sites at 160x, docs/benchmarks.md)."""
+DEVICES_PER_SITE = 5
 MAX_AGE_S = 120.0
 """Longest simulated delay the fleet allows between a reading and its batch being sent."""
 
@@ -133,7 +144,7 @@ def plan_fleet(
         sites=tuple(planned),
         sim_shards=sim_shards,
         agent_shards=agent_shards,
-        poll_s=poll_s or default_poll_s(speed),
+        poll_s=poll_s or default_poll_s(speed, sites=n, cpus=cpus),
         host=scenario.sim.host,
         step_s=scenario.sim.step_s,
         tick_s=scenario.sim.tick_s,
@@ -223,13 +234,14 @@ def aggregator_config(
             # Renewals every 15 wall seconds at most: a lease is a safety net, not a heartbeat.
             "lease_s": int(max(600.0, 30.0 * plan.speed)),
             # Readings a few wall seconds old are fresh in a sped-up fleet on a busy machine.
-            "stale_s": max(300.0, 5.0 * plan.speed),
+            "stale_s": max(300.0, 5.0 * plan.speed, 1.5 * plan.poll_s + MAX_AGE_S),
             "tariffs_dir": str(TARIFFS_DIR),
             "policies_dir": str(workdir / "aggregator" / "policies"),
         },
-        # Likewise a site is offline only after 15 wall seconds of silence: at 160x the
-        # default 300 simulated seconds are under 2 wall seconds, less than a busy loop's lag.
-        "alarms": {"silence_s": max(300.0, 15.0 * plan.speed)},
+        # Likewise a site is offline only after 15 wall seconds of silence (at 160x the default
+        # 300 simulated seconds are under 2 wall seconds, less than a busy loop's lag), and never
+        # before two of its polls could have been missed.
+        "alarms": {"silence_s": max(300.0, 15.0 * plan.speed, 2.0 * plan.poll_s + MAX_AGE_S)},
         "clock": plan.clock_section(),
     }
 

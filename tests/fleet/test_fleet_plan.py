@@ -17,6 +17,7 @@ from simulators.fleet_plan import (
     FleetPlan,
     agent_config,
     aggregator_config,
+    default_poll_s,
     enrol_rows,
     plan_fleet,
     policy_layers,
@@ -76,6 +77,36 @@ def test_large_fleets_get_several_processes_bounded_by_cores() -> None:
     # one port group never straddles two simulator processes
     for port in plan.ports():
         assert len({s.sim_shard for s in plan.sites if s.port == port}) == 1
+
+
+@pytest.mark.parametrize(
+    ("speed", "sites", "cpus", "expected"),
+    [
+        (1.0, 20, 2, 5.0),  # never faster than every 5 simulated seconds
+        (60.0, 20, 2, 60.0),  # about once a wall second
+        (600.0, 20, 2, 120.0),  # at most every 2 simulated minutes…
+        (160.0, 100, 2, 120.0),
+        (144.0, 1000, 2, 900.0),  # …unless the fleet's polls would swamp two cores
+        (144.0, 1000, 8, 225.0),
+    ],
+)
+def test_default_poll_interval(speed: float, sites: int, cpus: int, expected: float) -> None:
+    assert default_poll_s(speed, sites=sites, cpus=cpus) == pytest.approx(expected)
+
+
+def test_big_fast_fleet_polls_less_often_and_its_alarms_wait_for_it(tmp_path: Path) -> None:
+    run = load_run(DEFAULT_SCENARIO)
+    sc = run.scenario.model_copy(
+        update={"fleet": run.scenario.fleet.model_copy(update={"sites": 1000})}
+    )
+    ports = iter(range(20000, 21000))
+    plan = plan_fleet(
+        sc, start=START, speed=144.0, anchor=0.0, port_for=lambda _g: next(ports), cpus=2
+    )
+    assert plan.poll_s == 900.0
+    cfg = aggregator_config(plan, workdir=tmp_path, broker=("h", 1), http_port=0, control=True)
+    assert cfg["control"]["stale_s"] >= plan.poll_s + 120
+    assert cfg["alarms"]["silence_s"] >= 2 * plan.poll_s
 
 
 def test_agent_config_is_valid_toml_the_agent_accepts(tmp_path: Path) -> None:
