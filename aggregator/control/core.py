@@ -14,10 +14,13 @@ it was last told, per lease key (`battery`, `dormant`):
   `ack_timeout_s`, is a failure; it is retried after a backoff that doubles from `retry_base_s`
   up to `retry_max_s`; `max_failures` in a row raise `control_not_followed`, the next applied
   command clears it. A return to the safe default is never held back by the backoff;
-- **stagger**: the recharge after a demand-response event, and at every valley start, is
-  staggered so the fleet makes no rebound peak. A site whose slot has not come is *held*
-  (`battery.charge` to its present SOC), because `battery.auto` would let the plant float-charge
-  at full rate; once its slot starts it charges at the slot's power.
+- **hold and stagger**: the planner holds a shaved pack until the valley (`BatteryMode.HOLD`,
+  sent as `battery.charge` to its present SOC, because `battery.auto` would let the plant
+  float-charge at full rate: the rebound peak). The recharge after a demand-response event, and
+  at every valley start, is staggered so the fleet makes no rebound peak: a site whose slot has
+  not come is held; once its slot starts it charges at the slot's power. The valley's ceiling
+  keeps the fleet's night import plus the recharge under `valley_peak_fraction` of its day peak
+  (`fleet.valley_ceiling`, from the fleet's battery-idle import over the last day).
 
 Nothing here reads a clock or does I/O; the shell (`aggregator.control.loop`) assembles the
 inputs, sends the intents and feeds back what happened (`bind_sent`, `mark_send_failed`).
@@ -44,13 +47,23 @@ from protocols.control.dormant import (
 from protocols.control.dormant import track_low as _track_low
 from protocols.control.fleet import (
     DrSite,
+    ImportHistory,
     RechargeNeed,
     RechargePlan,
     RechargeSlot,
     allocate,
     stagger,
+    valley_ceiling,
 )
-from protocols.control.peak import BatteryMode, Decision, FleetDirective, SiteState, plan_site
+from protocols.control.peak import (
+    HOLD_CHARGE_W,
+    BatteryMode,
+    Decision,
+    FleetDirective,
+    SiteState,
+    hold_target,
+    plan_site,
+)
 from protocols.control.peak import charge_limit_w as _charge_limit_w
 from protocols.control.reserve import dispatchable_wh
 from protocols.control.tariff import Period, valley_start
@@ -64,8 +77,9 @@ DEFAULT_ACTIONS = {BATTERY_KEY: Action.BATTERY_AUTO.value, DORMANT_KEY: Action.S
 # Ack statuses as storage records them (aggregator.storage.types.CommandStatus values).
 SENT, APPLIED, REJECTED, FAILED, EXPIRED = "sent", "applied", "rejected", "failed", "expired"
 _FAILURES = frozenset({REJECTED, FAILED, EXPIRED})
-# Auto decisions the stagger may turn into a hold or a slot charge (never the safety ones).
-_HOLDABLE = frozenset({"idle", "uneconomic", "staggered"})
+# Auto decisions a DR stagger may turn into a hold or a slot charge (never the safety ones): a
+# site the planner leaves in auto (lead-acid, or nearly full) that the plant would float.
+_HOLDABLE = frozenset({"idle", "uneconomic"})
 DR_RECHARGE_HOURS = 4.0
 # A site's import in a DR allocation is the highest of its last rounds (battery idle), so the
 # share covers cycling loads (an air-conditioner's compressor) the loop cannot follow.
@@ -116,6 +130,7 @@ class FleetMemory:
     sites: Mapping[str, SiteMemory] = field(default_factory=dict)
     plans: Mapping[str, RechargePlan] = field(default_factory=dict)  # "dr:<id>", "valley:…"
     events_done: frozenset[str] = frozenset()  # events whose recharge has been planned
+    history: ImportHistory = field(default_factory=ImportHistory)  # fleet battery-idle import
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,7 +367,7 @@ def _battery_params(
     hysteresis = p.charge_hysteresis_pct
     if d.code in ("idle", "uneconomic"):
         target, hysteresis = 100.0, 0.5  # auto would float it to full: stagger that too
-    if st.soc_pct >= target - hysteresis and d.code != "staggered":
+    if st.soc_pct >= target - hysteresis:
         return d.params(), d.code, d.reason
     if now < slot.start:
         if st.soc_pct <= d.reserve_soc + p.start_margin_pct:
@@ -373,13 +388,13 @@ def _may_discharge(x: SiteInputs, st: SiteState) -> bool:
     return p.enabled and not st.outage_forecast and st.outages_recent < p.outage_threshold
 
 
-HOLD_W = 100.0
+HOLD_W = HOLD_CHARGE_W
 
 
 def _hold(st: SiteState) -> Charge:
     """ "Charge to the SOC you have" at a token rate: holds the battery where it is (auto would
-    float-charge it at full rate). Rounded down, so it never asks for a top-up."""
-    return Charge(charge_limit_w=HOLD_W, target_soc=math.floor(st.soc_pct * 10) / 10)
+    float-charge it at full rate), as the planner's own `BatteryMode.HOLD` maps to the wire."""
+    return Charge(charge_limit_w=HOLD_W, target_soc=hold_target(st.soc_pct))
 
 
 _SAFETY = frozenset({"disabled", "mains_absent", "unstable"})
@@ -420,6 +435,7 @@ def plan_round(
 
     # Outage history first: the planners' "unstable" rule needs it.
     window_s = {x.site: x.policy.peak_shaving.instability_window_h * 3600 for x in fleet}
+    idle_now: dict[str, float] = {}  # each site's battery-idle import this round
     for x in fleet:
         sm = sites_mem.get(x.site, SiteMemory())
         mains = x.measured.mains_present
@@ -431,6 +447,7 @@ def plan_round(
         if imp is not None:
             now_idle = max(0.0, imp - (x.measured.battery_w or 0.0) / s.rectifier_efficiency)
             idle = (*idle[-(DR_PEAK_ROUNDS - 1) :], now_idle)
+            idle_now[x.site] = now_idle
         sites_mem[x.site] = replace(
             sm,
             outages=outages,
@@ -499,6 +516,11 @@ def plan_round(
                 ceiling = ceiling_for(needs, DR_RECHARGE_HOURS, s, ev.recharge_ceiling_w)
                 plans[f"dr:{ev.id}"] = stagger(needs, now, ceiling)
 
+    # The fleet's battery-idle import (what it would draw without control), per hour of the
+    # last day: a valley recharge must not lift the night above the day's peak.
+    fleet_idle = sum(idle_now.get(x.site, 0.0) for x in usable)
+    history = memory.history.add(now, fleet_idle) if idle_now else memory.history
+
     # Valley start: one stagger per (tariff, valley) for the sites needing a recharge.
     by_valley: dict[str, list[SiteInputs]] = {}
     valley_end: dict[str, float] = {}
@@ -524,7 +546,18 @@ def plan_round(
                 if n is not None:
                     needs.append(n)
         if needs:
-            ceiling = ceiling_for(needs, (valley_end[key] - now) / 3600.0, s)
+            if s.recharge_ceiling_w is not None:
+                ceiling = s.recharge_ceiling_w
+            else:
+                ceiling = valley_ceiling(
+                    needs,
+                    (valley_end[key] - now) / 3600.0,
+                    fill=s.valley_fill,
+                    peak_w=history.peak_w(now),
+                    night_w=fleet_idle if idle_now else None,
+                    planned_w=sum(p.max_power_from(now) for p in plans.values()),
+                    peak_fraction=s.valley_peak_fraction,
+                )
             plans[key] = stagger(needs, now, ceiling, deadline=valley_end[key])
         else:
             # Nothing to stagger at this valley's start; remember it so late joiners charge
@@ -637,7 +670,7 @@ def plan_round(
     return Round(
         intents,
         alarms,
-        FleetMemory(sites_mem, plans, frozenset(events_done)),
+        FleetMemory(sites_mem, plans, frozenset(events_done), history),
         outcomes,
         skipped,
         allocations,

@@ -38,6 +38,8 @@ class ControlSettings(BaseModel):
     recharge_ceiling_w: float | None = Field(None, gt=0)  # fleet recharge ceiling; None: derived
     dr_margin_pct: float = Field(5.0, ge=0, lt=50)  # aim this far under a DR cap
     valley_fill: float = Field(0.8, gt=0, le=1)  # derived ceiling finishes in this part of it
+    # a derived valley ceiling keeps night import + recharge under this part of the day's peak
+    valley_peak_fraction: float = Field(0.9, gt=0, le=2)
     issued_by: str = Field("control", min_length=1, max_length=64)
 
     @model_validator(mode="after")

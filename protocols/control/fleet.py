@@ -11,6 +11,11 @@ others (water-filling); what nobody can take is reported as the shortfall.
 site a start time and a charge power so that the sum of the charge powers never exceeds the
 ceiling, first come first served in a stable order (largest need first), each site at its own
 rate limit, later sites starting as earlier ones finish.
+
+`valley_ceiling` answers "how much may the fleet charge at once in this valley": the energy
+spread over the valley (× `fill`), lowered so that the fleet's night import plus the recharge
+stays under a fraction of its day peak (`ImportHistory`: the fleet's battery-idle import, the
+highest per hour over the last day) — a valley recharge must not become the fleet's new peak.
 """
 
 from __future__ import annotations
@@ -139,6 +144,11 @@ class RechargePlan:
     def slot_for(self, site: str) -> RechargeSlot | None:
         return next((s for s in self.slots if s.site == site), None)
 
+    def max_power_from(self, t: float) -> float:
+        """The highest total charge power this plan asks for at or after `t`."""
+        starts = [t, *(s.start for s in self.slots if s.start > t)]
+        return max(self.power_at(u) for u in starts)
+
 
 def stagger(
     needs: Sequence[RechargeNeed],
@@ -173,12 +183,74 @@ def stagger(
     return RechargePlan(tuple(slots), ceiling_w, finish, late)
 
 
+DAY_S = 86_400.0
+MIN_HISTORY_H = 20.0
+"""A day-peak reference needs this much history (a loop started at 21:00 knows only the night)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImportHistory:
+    """The fleet's grid import with batteries idle (what the no-action fleet would draw), its
+    highest value per hour over the last day: the reference a night recharge must stay under."""
+
+    hours: tuple[tuple[float, float], ...] = ()  # (hour start, highest W), oldest first
+
+    def add(self, t: float, import_w: float) -> ImportHistory:
+        hour = math.floor(t / 3600.0) * 3600.0
+        kept = tuple((h, w) for h, w in self.hours if h > t - DAY_S)
+        if kept and kept[-1][0] == hour:
+            return ImportHistory((*kept[:-1], (hour, max(kept[-1][1], import_w))))
+        return ImportHistory((*kept, (hour, import_w)))
+
+    def peak_w(self, now: float) -> float | None:
+        """The highest hour of the last day, once the history spans `MIN_HISTORY_H` hours."""
+        kept = [(h, w) for h, w in self.hours if h > now - DAY_S]
+        if not kept or now - kept[0][0] < MIN_HISTORY_H * 3600.0:
+            return None
+        return max(w for _, w in kept)
+
+
+def valley_ceiling(
+    needs: Sequence[RechargeNeed],
+    hours: float,
+    *,
+    fill: float = 0.8,
+    peak_w: float | None = None,
+    night_w: float | None = None,
+    planned_w: float = 0.0,
+    peak_fraction: float = 0.9,
+) -> float:
+    """The fleet's charge ceiling for a valley recharge starting now, `hours` before its end.
+
+    Spread: the total energy over `fill` of the valley, never below the largest site's rate.
+    With the fleet's day peak (`peak_w`, battery idle) and its import now (`night_w`, battery
+    idle) known, the ceiling is lowered to the headroom `peak_fraction` × peak − night −
+    `planned_w` (charge already planned by other valleys' staggers), so the night's import plus
+    the recharge stays under the day's peak — but never below the power that still finishes
+    inside the valley (total energy / hours): after the valley the planner holds the packs until
+    the next one, so a recharge cut shorter would leave them short for the next day's peaks.
+    """
+    if not needs:
+        return 1.0
+    hours = max(hours, 1e-6)
+    total = sum(n.energy_wh for n in needs)
+    spread = max(max(n.max_charge_w for n in needs), total / (hours * fill))
+    if peak_w is None or night_w is None:
+        return spread
+    headroom = peak_fraction * peak_w - night_w - planned_w
+    return max(1.0, min(spread, max(headroom, total / hours)))
+
+
 __all__ = [
+    "DAY_S",
+    "MIN_HISTORY_H",
     "Allocation",
     "DrSite",
+    "ImportHistory",
     "RechargeNeed",
     "RechargePlan",
     "RechargeSlot",
     "allocate",
     "stagger",
+    "valley_ceiling",
 ]

@@ -14,11 +14,31 @@ Rules, in order (the first that applies decides):
    event is paid for separately).
 5. economics do not pay (chemistry, SOH, cycle life, temperature vs the day's spread) → auto.
 6. peak or critical peak → peak_shave with discharge limit min(load, battery limit, policy
-   limit), only above the reserve SOC; once shaving, stop at the reserve; to start, the SOC
-   must be `start_margin_pct` above it (no chatter at the boundary).
+   limit), only above the reserve SOC; once shaving, stop at the reserve (+ `hold_margin_pct`
+   + `RESERVE_TOLERANCE_PCT` when `hold_until_valley`, so the pack can be held after the peak
+   rather than restored); to start, the SOC must be `start_margin_pct` above that (no chatter
+   at the boundary). Once it cannot shave
+   (at the reserve, no load) the battery is *held* where it is, not left in auto — auto
+   float-charges at full rate, at the peak price — unless the backup is short (SOC more than
+   `RESERVE_TOLERANCE_PCT` under the reserve, because the load rose): then it is *restored*.
 7. valley → charge to `target_soc` at min(policy C-rate × capacity, policy limit, battery
-   limit), unless a fleet directive holds the start back or lowers the rate (stagger).
-8. otherwise (flat, or charged) → auto.
+   limit), unless a fleet directive holds the start back (the battery is held: down to the
+   reserve, where the backup is intact, then restored) or lowers the rate (stagger).
+8. any other period (flat) with the pack short of its valley target (SOC < target −
+   hysteresis), cycling paying and a valley in the day → **hold until the valley**
+   (`hold_until_valley`): no discharge, no recharge at the flat price, no full-rate float
+   right after a peak — the rebound peak a fleet would otherwise make as all its shaved packs
+   float-charge at once. Held only while SOC ≥ reserve + `hold_margin_pct`; below it the
+   backup comes first: *restore* now, at `restore_c_rate`, to reserve + margin + hysteresis,
+   then hold again. The flat stretch between two peaks (Sichuan 12–15) is held too: a flat
+   recharge for the next peak would earn at most peak − flat/η − wear (≈ 0.26 CNY/kWh there,
+   less elsewhere) and is exactly the rebound.
+9. otherwise (charged, no valley in the tariff) → auto.
+
+`BatteryMode.HOLD` maps to the wire as `battery.charge` to the present SOC (rounded down to
+0.1 %) at a token `HOLD_CHARGE_W`: the wire has no "hold"; a charge whose target is already
+reached draws nothing, and unlike auto it does not float the pack. Every shell maps it the
+same way through `Decision.params()`.
 
 The agent enforces the reserve independently (the same `reserve_soc`), so a stale or wrong
 decision cannot eat the backup; this planner simply never asks for it.
@@ -47,6 +67,19 @@ class BatteryMode(StrEnum):
     AUTO = "auto"
     PEAK_SHAVE = "peak_shave"
     CHARGE = "charge"
+    HOLD = "hold"  # stay where it is: no discharge, no recharge (a charge to the present SOC)
+
+
+HOLD_CHARGE_W = 100.0
+"""The token charge limit of a hold (`battery.charge` to the present SOC)."""
+RESERVE_TOLERANCE_PCT = 0.5
+"""SOC this far under the reserve is still "at" it (the agent stops a discharge after the step
+that crosses it; the reports' violation tolerance is the same)."""
+
+
+def hold_target(soc_pct: float) -> float:
+    """A hold's target: the present SOC rounded down to 0.1 %, so it never asks for a top-up."""
+    return max(0.0, min(100.0, math.floor(soc_pct * 10) / 10))
 
 
 class PeakPolicy(BaseModel):
@@ -70,6 +103,9 @@ class PeakPolicy(BaseModel):
     shave_periods: frozenset[Period] = PEAK_PERIODS
     instability_window_h: float = Field(24.0, gt=0)
     outage_threshold: int = Field(1, ge=1)
+    hold_until_valley: bool = True
+    hold_margin_pct: float = Field(2.0, ge=0, le=50)
+    restore_c_rate: float = Field(0.1, gt=0, le=2)
 
     @model_validator(mode="after")
     def _check(self) -> PeakPolicy:
@@ -131,7 +167,7 @@ class Decision:
         """The wire command's params (protocols.messages), whose ACTION names the action."""
         if self.mode is BatteryMode.PEAK_SHAVE:
             return PeakShave(discharge_limit_w=self.discharge_limit_w)
-        if self.mode is BatteryMode.CHARGE:
+        if self.mode in (BatteryMode.CHARGE, BatteryMode.HOLD):
             assert self.target_soc is not None
             return Charge(charge_limit_w=self.charge_limit_w, target_soc=self.target_soc)
         return BatteryAuto()
@@ -155,6 +191,12 @@ def charge_limit_w(state: SiteState, policy: PeakPolicy) -> float:
     if policy.charge_limit_w is not None:
         limit = min(limit, policy.charge_limit_w)
     return max(0.0, limit)
+
+
+def restore_limit_w(state: SiteState, policy: PeakPolicy) -> float:
+    """The charge power that restores a backup outside the valley: `restore_c_rate` × capacity,
+    within what the policy and the battery allow anyway (a limited rate: no rebound peak)."""
+    return min(charge_limit_w(state, policy), policy.restore_c_rate * state.capacity_wh)
 
 
 def discharge_limit_w(state: SiteState, policy: PeakPolicy, wanted_w: float = math.inf) -> float:
@@ -200,9 +242,9 @@ def plan_site(
             BatteryMode.CHARGE, code, reason, reserve, charge_limit_w=limit, target_soc=target
         )
 
-    def above_reserve() -> bool:
+    def above_reserve(floor: float = reserve) -> bool:
         margin = 0.0 if state.mode is BatteryMode.PEAK_SHAVE else policy.start_margin_pct
-        return soc > reserve + margin
+        return soc > floor + margin
 
     if not policy.enabled:
         return auto("disabled", "peak shaving is disabled for this site")
@@ -251,23 +293,83 @@ def plan_site(
         return auto("uneconomic", f"cycling does not pay: {verdict.reason}", verdict)
 
     period = tariff.period_at(now)
+
+    def hold(code: str, reason: str) -> Decision:
+        return Decision(
+            BatteryMode.HOLD,
+            code,
+            reason,
+            reserve,
+            charge_limit_w=HOLD_CHARGE_W,
+            target_soc=hold_target(soc),
+            verdict=verdict,
+        )
+
+    def restore_or_hold(floor: float, target: float, code: str, reason: str) -> Decision:
+        """Below `floor` (or already restoring and short of `target`): restore to `target` at
+        the limited restore rate — the backup first. Otherwise hold where it is."""
+        # A fleet stagger slot still to come (after a DR event, in the valley) is a bounded wait
+        # under the fleet's ceiling: the pack waits at its reserve (the backup is intact there)
+        # rather than restoring the margin outside the ceiling; once the slot starts the
+        # restore runs at no more than the slot's power.
+        slot = directive if directive is not None and directive.charge_not_before else None
+        waiting = slot is not None and now < (slot.charge_not_before or 0.0)
+        if waiting:
+            floor = min(floor, max(0.0, reserve - RESERVE_TOLERANCE_PCT))
+        restoring = state.mode is BatteryMode.CHARGE and soc < target and not waiting
+        if soc < floor or restoring:
+            limit = restore_limit_w(state, policy)
+            if slot is not None and not waiting and slot.charge_limit_w:
+                limit = min(limit, slot.charge_limit_w)
+            if limit <= 0:
+                return auto("no_charge", f"{period.value}: the battery accepts no charge now")
+            return charge(
+                "restore",
+                f"{period.value}: SOC {soc:.1f} % is under {floor:.1f} % (reserve "
+                f"{reserve:.1f} %): restore to {target:.1f} % at {limit:.0f} W",
+                target,
+                limit,
+            )
+        return hold(code, reason)
+
+    def hold_floor() -> tuple[float, float]:
+        """Outside the peaks a hold keeps `hold_margin_pct` above the reserve."""
+        floor = min(100.0, reserve + policy.hold_margin_pct)
+        return floor, min(100.0, floor + policy.charge_hysteresis_pct)
+
     if period in policy.shave_periods:
-        if not above_reserve():
-            return auto(
+        # Shaving stops where the pack can still be held until the valley (reserve + hold
+        # margin, + the tolerance for a round's overshoot), so a shaved pack does not have to
+        # be restored, all at once across the fleet, when the peak ends. Not shaving in a peak:
+        # hold (auto would float-charge at the peak price); restore only if the backup is short
+        # (the load rose under a held pack).
+        stop = reserve
+        if policy.hold_until_valley:
+            stop = min(100.0, reserve + policy.hold_margin_pct + RESERVE_TOLERANCE_PCT)
+        at_floor = max(0.0, reserve - RESERVE_TOLERANCE_PCT)
+        at_target = min(100.0, reserve + RESERVE_TOLERANCE_PCT)
+        if not above_reserve(stop):
+            return restore_or_hold(
+                at_floor,
+                at_target,
                 "at_reserve",
-                f"{period.value}: SOC {soc:.1f} % is at the reserve {reserve:.1f} % "
-                f"({policy.backup_hours:g} h of {state.load_w:.0f} W + {policy.floor_pct:g} %)",
-                verdict,
+                f"{period.value}: SOC {soc:.1f} % is at the shaving floor {stop:.1f} % (reserve "
+                f"{reserve:.1f} %: {policy.backup_hours:g} h of {state.load_w:.0f} W + "
+                f"{policy.floor_pct:g} %): held",
             )
         limit = discharge_limit_w(state, policy)
         if limit <= 0:
-            return auto(
-                "no_load", f"{period.value}: nothing to shave (load or limit is 0)", verdict
+            return restore_or_hold(
+                at_floor,
+                at_target,
+                "no_load",
+                f"{period.value}: nothing to shave (load or limit is 0): held",
             )
         return Decision(
             BatteryMode.PEAK_SHAVE,
             "shave",
-            f"{period.value}: discharge {limit:.0f} W, stop at reserve {reserve:.1f} %",
+            f"{period.value}: discharge {limit:.0f} W, stop at {stop:.1f} % (reserve "
+            f"{reserve:.1f} %)",
             reserve,
             discharge_limit_w=limit,
             verdict=verdict,
@@ -285,10 +387,12 @@ def plan_site(
         if directive is not None:
             if directive.charge_not_before is not None and now < directive.charge_not_before:
                 wait = directive.charge_not_before - now
-                return auto(
+                floor, restore_to = hold_floor()
+                return restore_or_hold(
+                    floor,
+                    restore_to,
                     "staggered",
                     f"valley: recharge held {wait:.0f} s by the fleet stagger",
-                    verdict,
                 )
             if directive.charge_limit_w is not None and directive.charge_limit_w > 0:
                 limit = min(limit, directive.charge_limit_w)
@@ -299,10 +403,22 @@ def plan_site(
             limit,
         )
 
-    return auto("idle", f"{period.value}: hold in auto", verdict)
+    short = soc < policy.target_soc - policy.charge_hysteresis_pct
+    if policy.hold_until_valley and short and Period.VALLEY in tariff.day_prices(now):
+        floor, restore_to = hold_floor()
+        return restore_or_hold(
+            floor,
+            restore_to,
+            "hold",
+            f"{period.value}: SOC {soc:.1f} % held until the valley (recharge there, "
+            f"staggered; reserve {reserve:.1f} % + {policy.hold_margin_pct:g} %)",
+        )
+    return auto("idle", f"{period.value}: battery in auto (charged, or no valley ahead)", verdict)
 
 
 __all__ = [
+    "HOLD_CHARGE_W",
+    "RESERVE_TOLERANCE_PCT",
     "BatteryMode",
     "Decision",
     "FleetDirective",
@@ -311,6 +427,8 @@ __all__ = [
     "charge_limit_w",
     "day_verdict",
     "discharge_limit_w",
+    "hold_target",
     "plan_site",
+    "restore_limit_w",
     "site_reserve_soc",
 ]

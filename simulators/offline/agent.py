@@ -4,23 +4,23 @@ A model of the agent's rules (DESIGN.md "Interlocks"), not a copy of agent code.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from protocols.control.dormant import DormantDecision, DormantMode
+from protocols.control.peak import HOLD_CHARGE_W, Decision, hold_target
 from protocols.control.peak import BatteryMode as PlanMode
-from protocols.control.peak import Decision
 from protocols.control.reserve import reserve_soc
 from simulators.physics import BatteryMode, SiteModel
 
 RECTIFIER_EFFICIENCY = 0.95
 """For the reports' estimated baseline and the dormancy saving (as the aggregator's reports)."""
-HOLD_W = 100.0
-"""A staggered site waiting for its slot is held: "charge to the SOC you have" at a token rate
-(battery auto would float-charge it at full rate and make the rebound peak the stagger avoids)."""
+HOLD_W = HOLD_CHARGE_W
+"""A held battery (`BatteryMode.HOLD`: after shaving until the valley, or waiting for its
+stagger slot) is told "charge to the SOC you have" at a token rate, as the wire carries it
+(battery auto would float-charge it at full rate: the rebound peak)."""
 POWER_TOLERANCE_W, POWER_TOLERANCE_PCT = 100.0, 10.0
 """A power change below both is not a change (the aggregator's `power_tolerance_w/_pct`)."""
 AC_SETPOINT_BOUNDS = (18.0, 32.0)
@@ -40,14 +40,14 @@ class BatteryCommand(NamedTuple):
     def of(cls, d: Decision) -> BatteryCommand:
         if d.mode is PlanMode.PEAK_SHAVE:
             return cls("battery.peak_shave", d.discharge_limit_w)
-        if d.mode is PlanMode.CHARGE:
+        if d.mode in (PlanMode.CHARGE, PlanMode.HOLD):
             return cls("battery.charge", d.charge_limit_w, d.target_soc)
         return cls("battery.auto")
 
     @classmethod
     def hold(cls, soc: float) -> BatteryCommand:
         """Charge to the SOC it has at a token rate (rounded down: never a top-up)."""
-        return cls("battery.charge", HOLD_W, math.floor(soc * 10) / 10)
+        return cls("battery.charge", HOLD_W, hold_target(soc))
 
     def differs(self, other: BatteryCommand | None) -> bool:
         """The aggregator's "only changes are sent": another action, a power off by more than

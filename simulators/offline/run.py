@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from protocols.control.fleet import RechargeNeed, RechargePlan, RechargeSlot, stagger
+from protocols.control.fleet import (
+    ImportHistory,
+    RechargeNeed,
+    RechargePlan,
+    RechargeSlot,
+    stagger,
+    valley_ceiling,
+)
 from protocols.control.peak import charge_limit_w
 from protocols.control.tariff import Period, Segment, Tariff, valley_start
 from simulators.offline.site import OfflineSite
@@ -14,6 +21,9 @@ DEFAULT_INTERVAL_S = 60.0
 """Control interval: the aggregator's `[control] interval_s` default."""
 VALLEY_FILL = 0.8
 """A valley recharge stagger finishes within this share of the valley (aggregator default)."""
+VALLEY_PEAK_FRACTION = 0.9
+"""Night import + recharge stays under this part of the day's fleet peak (aggregator default)."""
+RECTIFIER_EFFICIENCY = 0.95
 
 
 @dataclass
@@ -24,6 +34,8 @@ class OfflineRun:
     sites: list[OfflineSite]
     plans: dict[str, RechargePlan] = field(default_factory=dict)
     fleet_peak_w: float = 0.0
+    history: ImportHistory = field(default_factory=ImportHistory)
+    idle_w: float | None = None  # the fleet's battery-idle import over the last interval
     _segments: dict[str, tuple[Segment, str | None]] = field(default_factory=dict)
 
     def _valley(self, tariff: Tariff, now: float) -> tuple[Segment, str | None]:
@@ -43,7 +55,8 @@ class OfflineRun:
 
     def _stagger(self, now: float) -> None:
         """At the first round of each valley (per tariff), stagger the sites needing a
-        recharge under a ceiling that spreads their energy over the valley (`fleet.stagger`)."""
+        recharge (`fleet.stagger`) under `fleet.valley_ceiling`: their energy spread over the
+        valley, lowered to the headroom under the fleet's day peak (as the aggregator does)."""
         groups: dict[str, list[tuple[OfflineSite, RechargeNeed]]] = {}
         ends: dict[str, float] = {}
         for s in self.sites:
@@ -67,9 +80,15 @@ class OfflineRun:
             if not needs:
                 self.plans[key] = RechargePlan((), 1.0, ends[key], ())
                 continue
-            hours = max((ends[key] - now) / 3600.0 * VALLEY_FILL, 1e-6)
-            ceiling = max(
-                max(n.max_charge_w for n in needs), sum(n.energy_wh for n in needs) / hours
+            planned = sum(p.max_power_from(now) for p in self.plans.values())
+            ceiling = valley_ceiling(
+                needs,
+                (ends[key] - now) / 3600.0,
+                fill=VALLEY_FILL,
+                peak_w=self.history.peak_w(now),
+                night_w=self.idle_w,
+                planned_w=planned,
+                peak_fraction=VALLEY_PEAK_FRACTION,
             )
             self.plans[key] = stagger(needs, now, ceiling, deadline=ends[key])
 
@@ -99,11 +118,16 @@ class OfflineRun:
         while t < end - 1e-9:
             self.round(t)
             nxt = min(end, t + interval_s)
-            fleet_w = 0.0
+            fleet_w = idle_w = 0.0
             for s in self.sites:
                 s.advance(nxt, step)
-                fleet_w += s.intervals[-1].grid_w if s.intervals else 0.0
+                if s.intervals:
+                    iv = s.intervals[-1]
+                    fleet_w += iv.grid_w
+                    idle_w += max(0.0, iv.grid_w - iv.battery_w / RECTIFIER_EFFICIENCY)
             self.fleet_peak_w = max(self.fleet_peak_w, fleet_w)
+            self.idle_w = idle_w
+            self.history = self.history.add(nxt, idle_w)
             t = nxt
             if progress is not None:
                 progress((t - start) / (end - start))
@@ -112,5 +136,6 @@ class OfflineRun:
 __all__ = [
     "DEFAULT_INTERVAL_S",
     "VALLEY_FILL",
+    "VALLEY_PEAK_FRACTION",
     "OfflineRun",
 ]

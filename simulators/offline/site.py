@@ -117,10 +117,7 @@ class OfflineSite:
         d = plan_site(st, ctl.peak_shaving, self.tariff, now, directive=directive)
         self.mode = d.mode
         self.codes[f"battery.{d.code}"] += 1
-        held = (
-            d.code == "staggered" and st.soc_pct > d.reserve_soc + ctl.peak_shaving.start_margin_pct
-        )
-        cmd = BatteryCommand.hold(st.soc_pct) if held else BatteryCommand.of(d)
+        cmd = BatteryCommand.of(d)  # a hold is the planner's (`BatteryMode.HOLD`), mapped there
         leased = cmd.action != "battery.auto"
         # The first round sends no default: the site is in auto already.
         first_auto = self.sent is None and not leased

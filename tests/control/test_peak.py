@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from protocols.clock import parse_time
 from protocols.control.economics import Battery, Chemistry
 from protocols.control.peak import (
+    HOLD_CHARGE_W,
+    RESERVE_TOLERANCE_PCT,
     BatteryMode,
     Decision,
     FleetDirective,
@@ -49,6 +51,9 @@ PEAK = "2024-07-15T10:00:00"
 CRITICAL = "2024-07-15T12:30:00"
 VALLEY = "2024-07-15T23:00:00"
 FLAT = "2024-07-15T07:00:00"
+BETWEEN = "2024-07-15T16:00:00"  # flat between the two peaks
+HOLD = HOLD_CHARGE_W
+RESTORE = 0.1 * 19200  # restore_c_rate × capacity
 
 CASES: list[
     tuple[str, dict[str, Any], dict[str, Any], str, FleetDirective | None, str, str, float]
@@ -60,12 +65,32 @@ CASES: list[
     ("battery limit binds", {"max_discharge_w": 1500}, {}, PEAK, None, "peak_shave", "shave", 1500),
     ("policy limit binds", {}, {"max_discharge_w": 1000}, PEAK, None, "peak_shave", "shave", 1000),
     ("critical peak shaves", {}, {}, CRITICAL, None, "peak_shave", "shave", 2000),
-    ("critical only", {}, {"shave_periods": ["critical_peak"]}, PEAK, None, "auto", "idle", 0),
-    ("start needs margin", {"soc_pct": 44}, {}, PEAK, None, "auto", "at_reserve", 0),
+    ("critical only", {}, {"shave_periods": ["critical_peak"]}, PEAK, None, "hold", "hold", HOLD),
+    ("start needs margin", {"soc_pct": 44}, {}, PEAK, None, "hold", "at_reserve", HOLD),
     (
-        "ongoing shave runs to reserve",
-        {"soc_pct": 44, "mode": BatteryMode.PEAK_SHAVE},
+        "ongoing shave runs to its floor",
+        {"soc_pct": 46, "mode": BatteryMode.PEAK_SHAVE},
         {},
+        PEAK,
+        None,
+        "peak_shave",
+        "shave",
+        2000,
+    ),
+    (
+        "shave stops at reserve + hold margin + tolerance",
+        {"soc_pct": 45.3, "mode": BatteryMode.PEAK_SHAVE},
+        {},
+        PEAK,
+        None,
+        "hold",
+        "at_reserve",
+        HOLD,
+    ),
+    (
+        "without the hold a shave runs to the reserve",
+        {"soc_pct": 44, "mode": BatteryMode.PEAK_SHAVE},
+        {"hold_until_valley": False},
         PEAK,
         None,
         "peak_shave",
@@ -78,12 +103,21 @@ CASES: list[
         {},
         PEAK,
         None,
-        "auto",
+        "hold",
         "at_reserve",
-        0,
+        HOLD,
     ),
-    ("huge load: reserve is 100 %", {"load_w": 8000}, {}, PEAK, None, "auto", "at_reserve", 0),
-    ("zero load", {"load_w": 0}, {}, PEAK, None, "auto", "no_load", 0),
+    (
+        "huge load: reserve 100 %, restore",
+        {"load_w": 8000},
+        {},
+        PEAK,
+        None,
+        "charge",
+        "restore",
+        RESTORE,
+    ),
+    ("zero load", {"load_w": 0}, {}, PEAK, None, "hold", "no_load", HOLD),
     (
         "battery full of BMS limits",
         {"soc_pct": 50, "max_charge_w": 0},
@@ -126,7 +160,101 @@ CASES: list[
         "recharge",
         5000,
     ),
-    ("flat holds", {}, {}, FLAT, None, "auto", "idle", 0),
+    ("flat holds", {}, {}, FLAT, None, "hold", "hold", HOLD),
+    ("after shaving: hold until the valley", {"soc_pct": 60}, {}, FLAT, None, "hold", "hold", HOLD),
+    ("between two peaks: held too", {"soc_pct": 60}, {}, BETWEEN, None, "hold", "hold", HOLD),
+    ("hold at reserve + margin", {"soc_pct": 44.9}, {}, FLAT, None, "hold", "hold", HOLD),
+    (
+        "near reserve: restore at once",
+        {"soc_pct": 44},
+        {},
+        FLAT,
+        None,
+        "charge",
+        "restore",
+        RESTORE,
+    ),
+    (
+        "restore runs to its target",
+        {"soc_pct": 46, "mode": BatteryMode.CHARGE},
+        {},
+        FLAT,
+        None,
+        "charge",
+        "restore",
+        RESTORE,
+    ),
+    (
+        "restored: hold again",
+        {"soc_pct": 48, "mode": BatteryMode.CHARGE},
+        {},
+        FLAT,
+        None,
+        "hold",
+        "hold",
+        HOLD,
+    ),
+    (
+        "restore within the policy limit",
+        {"soc_pct": 44},
+        {"charge_limit_w": 1000},
+        FLAT,
+        None,
+        "charge",
+        "restore",
+        1000,
+    ),
+    (
+        "wider margin restores earlier",
+        {"soc_pct": 50},
+        {"hold_margin_pct": 10},
+        FLAT,
+        None,
+        "charge",
+        "restore",
+        RESTORE,
+    ),
+    ("charged: flat stays in auto", {"soc_pct": 93}, {}, FLAT, None, "auto", "idle", 0),
+    (
+        "hold switched off",
+        {"soc_pct": 60},
+        {"hold_until_valley": False},
+        FLAT,
+        None,
+        "auto",
+        "idle",
+        0,
+    ),
+    (
+        "held pack in the peak",
+        {"soc_pct": 43, "mode": BatteryMode.HOLD},
+        {},
+        PEAK,
+        None,
+        "hold",
+        "at_reserve",
+        HOLD,
+    ),
+    (
+        "backup short in the peak: restore",
+        {"soc_pct": 42},
+        {},
+        PEAK,
+        None,
+        "charge",
+        "restore",
+        RESTORE,
+    ),
+    (
+        "lead-acid after an outage floats in auto",
+        {"soc_pct": 60, "battery": Battery(Chemistry.LEAD_ACID)},
+        {},
+        FLAT,
+        None,
+        "auto",
+        "uneconomic",
+        0,
+    ),
     (
         "lead-acid skipped",
         {"battery": Battery(Chemistry.LEAD_ACID)},
@@ -224,9 +352,49 @@ CASES: list[
         {},
         VALLEY,
         FleetDirective(charge_not_before=at(VALLEY) + 600),
-        "auto",
+        "hold",
         "staggered",
-        0,
+        HOLD,
+    ),
+    (
+        "stagger holds down to the reserve",
+        {"soc_pct": 44},
+        {},
+        VALLEY,
+        FleetDirective(charge_not_before=at(VALLEY) + 600),
+        "hold",
+        "staggered",
+        HOLD,
+    ),
+    (
+        "stagger never holds under the reserve",
+        {"soc_pct": 42},
+        {},
+        VALLEY,
+        FleetDirective(charge_not_before=at(VALLEY) + 600),
+        "charge",
+        "restore",
+        RESTORE,
+    ),
+    (
+        "after a DR event, flat: the slot started, restore within it",
+        {"soc_pct": 44},
+        {},
+        FLAT,
+        FleetDirective(charge_not_before=at(FLAT) - 60, charge_limit_w=800),
+        "charge",
+        "restore",
+        800,
+    ),
+    (
+        "after a DR event, flat: waiting for the slot at the reserve",
+        {"soc_pct": 43},
+        {},
+        FLAT,
+        FleetDirective(charge_not_before=at(FLAT) + 60, charge_limit_w=800),
+        "hold",
+        "hold",
+        HOLD,
     ),
     (
         "stagger slot started, its rate",
@@ -348,3 +516,119 @@ def test_never_discharges_at_or_below_reserve(
         assert 0 < d.discharge_limit_w <= min(load, max_dis) + 1e-9
     if d.mode is BatteryMode.CHARGE:
         assert d.target_soc is not None and d.target_soc > soc
+    if d.mode is BatteryMode.HOLD:
+        assert d.target_soc is not None and d.target_soc <= soc
+        assert d.charge_limit_w == HOLD_CHARGE_W
+
+
+def test_restore_targets_and_hold_params() -> None:
+    """A restore outside the peak charges to reserve + margin + hysteresis; in the peak only
+    back to the reserve (+ tolerance). A hold is `battery.charge` to the SOC it has."""
+    flat = plan_site(dataclasses.replace(BASE, soc_pct=44), PeakPolicy(), TARIFF, at(FLAT))
+    assert flat.target_soc == pytest.approx(RESERVE + 2 + 3)
+    peak = plan_site(dataclasses.replace(BASE, soc_pct=42), PeakPolicy(), TARIFF, at(PEAK))
+    assert peak.target_soc == pytest.approx(RESERVE + RESERVE_TOLERANCE_PCT)
+    held = plan_site(dataclasses.replace(BASE, soc_pct=61.37), PeakPolicy(), TARIFF, at(FLAT))
+    p = held.params()
+    assert p.ACTION is Action.BATTERY_CHARGE
+    assert p.to_map() == {"charge_limit_w": HOLD_CHARGE_W, "target_soc": 61.3}
+
+
+def test_no_valley_in_the_tariff_means_no_hold() -> None:
+    """Holding "until the valley" needs a valley: a peak/flat-only tariff recharges in flat."""
+    no_valley = Tariff.model_validate(
+        {
+            "name": "peak-flat",
+            "seasons": [
+                {
+                    "name": "all",
+                    "months": list(range(1, 13)),
+                    "prices": {"peak": 1.5, "flat": 0.5},
+                    "schedules": [{"peak": ["08:00-20:00"], "flat": ["20:00-08:00"]}],
+                }
+            ],
+        }
+    )
+    d = plan_site(dataclasses.replace(BASE, soc_pct=60), PeakPolicy(), no_valley, at(FLAT))
+    assert (d.mode, d.code) == (BatteryMode.AUTO, "idle")
+
+
+_STATES = {
+    "soc": st.floats(0, 100),
+    "load": st.floats(0, 10_000),
+    "cap": st.floats(2_000, 40_000),
+    "mode": st.sampled_from(list(BatteryMode)),
+    "chem": st.sampled_from(list(Chemistry)),
+    "stagger": st.one_of(st.none(), st.floats(-3600, 3600)),
+}
+
+
+def _state(soc: float, load: float, cap: float, mode: BatteryMode, chem: Chemistry) -> SiteState:
+    return SiteState(
+        soc_pct=soc, capacity_wh=cap, load_w=load, battery=Battery(chem), max_discharge_w=5000,
+        max_charge_w=5000, mode=mode,
+    )  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(quarter=st.integers(0, 95), **_STATES)
+def test_never_charges_in_a_peak_while_the_backup_is_there(
+    quarter: int,
+    soc: float,
+    load: float,
+    cap: float,
+    mode: BatteryMode,
+    chem: Chemistry,
+    stagger: float | None,
+) -> None:
+    """In a peak period (mains present, stable) the planner never charges unless SOC is under
+    the reserve — and then only back to the reserve, at the restore rate."""
+    now = at("2024-07-15T00:00:00") + quarter * 900.0
+    if TARIFF.period_at(now).value not in ("peak", "critical_peak"):
+        return
+    directive = None if stagger is None else FleetDirective(charge_not_before=now + stagger)
+    policy = PeakPolicy()
+    d = plan_site(_state(soc, load, cap, mode, chem), policy, TARIFF, now, directive=directive)
+    if d.mode is BatteryMode.CHARGE:
+        assert d.code == "restore"
+        assert soc < d.reserve_soc + RESERVE_TOLERANCE_PCT
+        assert d.target_soc is not None
+        assert d.target_soc <= d.reserve_soc + RESERVE_TOLERANCE_PCT + 1e-9
+        assert d.charge_limit_w <= policy.restore_c_rate * cap + 1e-9
+    if d.mode is BatteryMode.HOLD:
+        assert soc >= d.reserve_soc - RESERVE_TOLERANCE_PCT
+
+
+@settings(max_examples=300, deadline=None)
+@given(quarter=st.integers(0, 95), margin=st.floats(0, 20), **_STATES)
+def test_hold_never_below_reserve_plus_margin_outside_the_peak(
+    quarter: int,
+    margin: float,
+    soc: float,
+    load: float,
+    cap: float,
+    mode: BatteryMode,
+    chem: Chemistry,
+    stagger: float | None,
+) -> None:
+    """Outside the peaks a held pack keeps `hold_margin_pct` above its reserve (the reserve
+    itself while it waits for a stagger slot), a hold never charges (target ≤ SOC) and the flat
+    periods never see a full-rate recharge."""
+    now = at("2024-07-15T00:00:00") + quarter * 900.0
+    period = TARIFF.period_at(now).value
+    if period in ("peak", "critical_peak"):
+        return
+    directive = None if stagger is None else FleetDirective(charge_not_before=now + stagger)
+    policy = PeakPolicy(hold_margin_pct=margin)
+    d = plan_site(_state(soc, load, cap, mode, chem), policy, TARIFF, now, directive=directive)
+    if d.mode is BatteryMode.HOLD:
+        waiting = stagger is not None and stagger > 0
+        # Waiting for a fleet stagger slot (a bounded wait under the fleet's ceiling) holds
+        # down to the reserve itself; otherwise a hold keeps the margin.
+        floor = d.reserve_soc - RESERVE_TOLERANCE_PCT if waiting else d.reserve_soc + margin
+        assert soc >= min(100.0, floor) - 1e-9
+        assert d.target_soc is not None and d.target_soc <= soc
+    if period == "flat" and d.mode is BatteryMode.CHARGE:
+        assert d.code == "restore"
+        assert d.charge_limit_w <= policy.restore_c_rate * cap + 1e-9
+    assert d.mode is not BatteryMode.PEAK_SHAVE

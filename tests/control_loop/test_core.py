@@ -16,6 +16,7 @@ from aggregator.control.core import (
     same_command,
 )
 from aggregator.control.events import new_event
+from protocols.control.fleet import ImportHistory
 from tests.control_loop.helpers import SETTINGS, Driver, at, policy, site
 
 
@@ -64,16 +65,17 @@ def test_renewal_at_half_the_lease_and_never_for_defaults() -> None:
     r = d.round([site(now=at(10, 5))], at(10, 5))  # 300 s = half of the 600 s lease
     assert [(i.action, i.why) for i in r.intents] == [("battery.peak_shave", "renew")]
     assert d.round([site(now=at(10, 6))], at(10, 6)).intents == []
-    # Peak ends at 15:00: back to auto once, then nothing (auto holds no lease).
-    r = d.round([site(now=at(15, 1))], at(15, 1))
+    # Peak ends at 15:00 with the pack (still) near full: back to auto once, then nothing (auto
+    # holds no lease).
+    r = d.round([site(now=at(15, 1), soc=95)], at(15, 1))
     assert [(i.action, i.why) for i in r.intents] == [("battery.auto", "change")]
     for minute in range(2, 40, 5):
-        assert d.round([site(now=at(15, minute))], at(15, minute)).intents == []
+        assert d.round([site(now=at(15, minute), soc=95)], at(15, minute)).intents == []
 
 
 def test_first_round_default_is_not_a_change() -> None:
     d = Driver()
-    r = d.round([site(now=at(16))], at(16))  # flat, outside the dormant window
+    r = d.round([site(now=at(16), soc=95)], at(16))  # flat, charged, outside the window
     assert r.intents == []
     assert r.outcomes["s1"].battery == "battery.auto"
 
@@ -204,7 +206,7 @@ def test_demand_response_in_a_group_only_touches_its_members() -> None:
     now = at(16)
     ev = new_event(cap_w=1000, start=at(15), end=at(17), group="west", created_by="op",
                    created_ms=0)  # fmt: skip
-    fleet = [site("w1", now=now, region="west"), site("e1", now=now, region="east")]
+    fleet = [site("w1", now=now, region="west"), site("e1", now=now, region="east", soc=95)]
     r = d.round(fleet, now, events=[ev])
     assert {i.site for i in r.intents} == {"w1"}
 
@@ -214,9 +216,16 @@ def test_recharge_after_the_event_is_staggered_under_the_ceiling() -> None:
     start, end = at(15, 30), at(16, 30)
     ev = new_event(cap_w=0, start=start, end=end, recharge_ceiling_w=3000, created_by="op",
                    created_ms=0)  # fmt: skip
+    # Lead-acid packs (never cycled for money, so the planner leaves them in auto, which
+    # would float them at full rate) and one LFP pack, which the planner holds until the valley.
     socs = {"a": 60.0, "b": 55.0, "c": 50.0}
-    d.round(_fleet(at(16), socs), at(16), events=[ev])
-    r = d.round(_fleet(end + 60, socs), end + 60, events=[ev])
+    lead = policy(battery={"chemistry": "lead_acid"})
+
+    def fleet(now: float) -> list:  # type: ignore[type-arg]
+        return [*_fleet(now, socs, pol=lead), site("d", now=now, soc=58.0)]  # type: ignore[arg-type]
+
+    d.round(fleet(at(16)), at(16), events=[ev])
+    r = d.round(fleet(end + 60), end + 60, events=[ev])
     plan = r.memory.plans[f"dr:{ev.id}"]
     # Σ charge ≤ ceiling at every slot boundary; 2000 W per site (0.3 C of 20 kWh capped by
     # nothing else is 6000 W, so the ceiling 3000 W lets one site run at a time).
@@ -230,6 +239,9 @@ def test_recharge_after_the_event_is_staggered_under_the_ceiling() -> None:
         held = by_site[other]
         assert held.action == "battery.charge"
         assert held.params["target_soc"] == socs[other]  # hold: charge to the SOC it has
+    # The LFP pack is in the plan too, but held by its own planner until the valley (flat).
+    assert r.outcomes["d"].battery_code == "hold"
+    assert by_site["d"].params == {"charge_limit_w": 100.0, "target_soc": 58.0}
     assert r.memory.events_done == frozenset({ev.id})
 
 
@@ -256,3 +268,91 @@ def test_memory_is_not_mutated() -> None:
     mem = FleetMemory()
     plan_round([site(now=at(10))], [], mem, {}, at(10), SETTINGS)
     assert mem.sites == {}
+
+
+# Reserve of the helper site (2 kW load, 20 kWh): 10 + 100 × 2000 × 3 / 0.95 / 20000.
+RESERVE = 10 + 100 * 2000 * 3 / 0.95 / 20000
+HELD = "battery.charge"
+
+
+@pytest.mark.parametrize(
+    ("soc", "when", "chem", "action", "code", "params"),
+    [
+        (90.0, at(10), "lfp", PS, "shave", {"discharge_limit_w": 2000.0}),
+        # After shaving, flat (15:00-18:00): held until the valley, not floated at full rate.
+        (60.0, at(16), "lfp", HELD, "hold", {"charge_limit_w": 100.0, "target_soc": 60.0}),
+        (43.6, at(16), "lfp", HELD, "hold", {"charge_limit_w": 100.0, "target_soc": 43.6}),
+        # Near the reserve (under reserve + 2 %): restore at once, at 0.1 C, to + 3 % more.
+        (43.0, at(16), "lfp", CH, "restore",
+         {"charge_limit_w": 2000.0, "target_soc": pytest.approx(RESERVE + 5)}),
+        # At the shaving floor (reserve + 2.5 %) in a peak: held (auto would float it at the
+        # peak price); under the reserve: restored to it.
+        (42.0, at(10), "lfp", HELD, "at_reserve", {"charge_limit_w": 100.0, "target_soc": 42.0}),
+        (41.0, at(10), "lfp", CH, "restore",
+         {"charge_limit_w": 2000.0, "target_soc": pytest.approx(RESERVE + 0.5)}),
+        # Flat before the valley (21:00-22:00) holds; the valley recharges (one site: its slot
+        # starts at once, at its own rate).
+        (60.0, at(21, 30), "lfp", HELD, "hold", {"charge_limit_w": 100.0, "target_soc": 60.0}),
+        (60.0, at(22, 30), "lfp", CH, "recharge", {"charge_limit_w": 6000.0, "target_soc": 95.0}),
+        # Charged: auto (the first round sends no default).
+        (95.0, at(16), "lfp", None, "idle", None),
+        # Lead-acid is never cycled for money: auto.
+        (60.0, at(16), "lead_acid", None, "uneconomic", None),
+    ],
+)  # fmt: skip
+def test_core_hold_and_restore_table(
+    soc: float,
+    when: float,
+    chem: str,
+    action: str | None,
+    code: str,
+    params: dict[str, object] | None,
+) -> None:
+    d = Driver()
+    r = d.round([site(now=when, soc=soc, pol=policy(battery={"chemistry": chem}))], when)
+    assert r.outcomes["s1"].battery_code == code, r.outcomes["s1"].reason
+    battery = [i for i in r.intents if i.key == "battery"]
+    if action is None:
+        assert battery == [] and r.outcomes["s1"].battery == "battery.auto"
+    else:
+        assert [(i.action, dict(i.params)) for i in battery] == [(action, params)]
+
+
+def test_hold_is_renewed_and_never_a_recharge_before_the_valley() -> None:
+    """A held pack's command is renewed as any lease; its SOC drifting under the target by
+    less than a point is not a change; it only recharges once the valley comes."""
+    d = Driver()
+    socs = {at(15, m): 60.0 - m * 0.01 for m in range(1, 60)}
+    sent = []
+    for t, soc in socs.items():
+        sent += [(t, i) for i in d.round([site(now=t, soc=soc)], t).intents if i.key == "battery"]
+    # Sent once, then renewed every 300 s (half the lease): 15:01, 15:06 … 15:56.
+    assert [i.why for _, i in sent] == ["change"] + ["renew"] * 11
+    for t, i in sent:
+        assert i.action == HELD and i.params["charge_limit_w"] == 100.0
+        assert socs[t] - 0.1 <= i.params["target_soc"] <= socs[t]  # never a top-up
+    # The valley: the recharge (here at once: a lone site's slot starts now).
+    r = d.round([site(now=at(22, 1), soc=59.4)], at(22, 1))
+    assert [(i.action, i.params["target_soc"]) for i in r.intents] == [(CH, 95.0)]
+
+
+def test_valley_ceiling_from_the_fleets_day_peak() -> None:
+    """With a day of history, the valley stagger's ceiling is the headroom under 90 % of the
+    fleet's day peak (battery idle) above its import now — here below each site's 6 kW rate, so
+    one site charges at it and the night stays under the day's peak."""
+    history = ImportHistory(((at(1) // 3600 * 3600, 7000.0), (at(12) // 3600 * 3600, 10_000.0)))
+    d = Driver()
+    d.memory = FleetMemory(history=history)
+    now = at(22, 1)
+    fleet = _fleet(now, {"a": 40.0, "b": 45.0, "c": 50.0}, load_w=1500)
+    r = d.round(fleet, now)
+    plan = next(v for k, v in r.memory.plans.items() if k.startswith("valley:"))
+    night = 3 * 1500 / 0.95
+    assert plan.ceiling_w == pytest.approx(0.9 * 10_000 - night)
+    charging = [i for i in r.intents if i.key == "battery" and i.params["target_soc"] == 95.0]
+    assert [i.params["charge_limit_w"] for i in charging] == [pytest.approx(plan.ceiling_w)]
+    assert night + plan.ceiling_w / 0.95 <= 10_000 * 1.0
+    # Without enough history (a loop started this evening) the spread alone decides.
+    r = Driver().round(fleet, now)
+    plan = next(v for k, v in r.memory.plans.items() if k.startswith("valley:"))
+    assert plan.ceiling_w == 6000.0
