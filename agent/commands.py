@@ -38,6 +38,7 @@ from agent.interlocks import (
     SiteView,
     check,
     dormant_setpoint,
+    settle,
     watch,
 )
 from agent.leases import (
@@ -70,7 +71,7 @@ from protocols.messages import (
 )
 from protocols.points import BREAKER_CHANNELS
 from protocols.profiles import PointType, Profile
-from protocols.types import DeviceKind, Quality, Value
+from protocols.types import DeviceKind, Quality, Reading, Value
 
 log = logging.getLogger(__name__)
 
@@ -249,8 +250,12 @@ def site_view(
 ) -> SiteView:
     """Summarise the latest good readings into what the interlocks need."""
 
+    def good_reading(dev: str, point: str) -> Reading | None:
+        return latest.good_reading(dev, point, now_ms=t_ms, max_age_ms=max_age_ms)
+
     def good(dev: str, point: str) -> Value:
-        return latest.good(dev, point, now_ms=t_ms, max_age_ms=max_age_ms)
+        r = good_reading(dev, point)
+        return None if r is None else r.value
 
     def first(devs: Iterable[str], point: str) -> float | None:
         for d in devs:
@@ -271,7 +276,7 @@ def site_view(
         if v is not None and i is not None:
             load = (load or 0.0) + abs(float(v)) * abs(float(i))
     # The larger of the two views: a load that reads low would lower the reserve.
-    channels = _channel_power(good, devices, None)
+    channels, _ = _channel_power(good_reading, devices, None)
     if channels is not None:
         load = channels if load is None else max(load, channels)
     mains: bool | None = None
@@ -287,6 +292,9 @@ def site_view(
         if reading is not None and reading.value is not None:
             soc, soc_age_s = float(reading.value), max(0.0, (t_ms - reading.t) / 1000.0)
             break
+    coverage, coverage_t = (
+        _channel_power(good_reading, devices, facts.coverage) if facts.coverage else (None, None)
+    )
     return SiteView(
         now=t_ms / 1000.0,
         soc=soc,
@@ -298,27 +306,35 @@ def site_view(
         mains_present=mains,
         room_temp_c=first(devices.aircons, "room_temp"),
         ac_setpoint_c=first(devices.aircons, "setpoint"),
-        coverage_load_w=_channel_power(good, devices, facts.coverage) if facts.coverage else None,
+        coverage_load_w=coverage,
+        coverage_t_ms=coverage_t,
     )
 
 
 def _channel_power(
-    good: Callable[[str, str], Value],
+    good: Callable[[str, str], Reading | None],
     devices: SiteDevices,
     only: frozenset[tuple[str, int]] | None,
-) -> float | None:
-    """Sum of channel powers (W), or current × breaker voltage where no power point exists."""
+) -> tuple[float | None, int | None]:
+    """Sum of channel powers (W), or current × breaker voltage where no power point exists;
+    and when the oldest reading in the sum was taken (ms)."""
     total: float | None = None
+    oldest: int | None = None
     for dev, ch in devices.channels.channels:
         if only is not None and (dev, ch) not in only:
             continue
-        p = good(dev, f"ch{ch}_power")
-        if p is None:
-            i, v = good(dev, f"ch{ch}_current"), good(dev, "voltage")
-            p = None if i is None or v is None else float(i) * float(v)
-        if p is not None:
-            total = (total or 0.0) + float(p)
-    return total
+        used = [good(dev, f"ch{ch}_power")]
+        if used[0] is None or used[0].value is None:
+            used = [good(dev, f"ch{ch}_current"), good(dev, "voltage")]
+        if any(r is None or r.value is None for r in used):
+            continue
+        p = 1.0
+        for r in used:
+            assert r is not None and r.value is not None
+            p *= float(r.value)
+            oldest = r.t if oldest is None else min(oldest, r.t)
+        total = (total or 0.0) + p
+    return total, oldest
 
 
 # -- admission ------------------------------------------------------------------------------------
@@ -398,7 +414,12 @@ class CommandProcessor:
         self.hold: DormantHold | None = (
             None
             if hold is None
-            else DormantHold(hold["until_ms"], hold["coverage_at_entry_w"], tuple(hold["channels"]))
+            else DormantHold(
+                hold["until_ms"],
+                hold["coverage_at_entry_w"],
+                tuple(hold["channels"]),
+                settle_until_ms=hold.get("settle_until_ms"),
+            )
         )
         self.discharging: bool = bool(audit.get_state("discharging", False))
         intervals = [d.poll_interval_s for d in config.devices.values() if d.enabled] or [5.0]
@@ -658,7 +679,12 @@ class CommandProcessor:
             case Charge() | BatteryAuto():
                 self.discharging = False
             case Dormant(channels=chans, until=until):
-                self.hold = DormantHold(until, view.coverage_load_w, tuple(chans))
+                # The load-rise baseline is taken once the coverage cells have taken over the
+                # capacity layer's traffic (interlocks.settle), not from `view` (before entry).
+                settle_ms = int(self.config.interlocks.dormant_settle_s * 1000)
+                self.hold = DormantHold(
+                    until, None, tuple(chans), settle_until_ms=now_ms(self.clock) + settle_ms
+                )
             case Wake():
                 self.hold = None
         self._save()
@@ -677,6 +703,7 @@ class CommandProcessor:
                     "until_ms": hold.until_ms,
                     "coverage_at_entry_w": hold.coverage_at_entry_w,
                     "channels": list(hold.channels),
+                    "settle_until_ms": hold.settle_until_ms,
                 },
                 "discharging": self.discharging,
             }
@@ -688,6 +715,7 @@ class CommandProcessor:
         """Apply the interlocks' forced acts now (reserve reached, dormant exit); their reasons."""
         async with self._lock:
             view = self.view()
+            self._settle(view)
             discharging = self.discharging or view.battery_mode == BATTERY_DISCHARGE
             forced = watch(view, self.facts, discharging=discharging, dormant=self.hold)
             done = []
@@ -698,6 +726,20 @@ class CommandProcessor:
                 self._tried(f.reason, outcome)
                 done.append(f.reason)
             return done
+
+    def _settle(self, view: SiteView) -> None:
+        """Take the dormant hold's load-rise baseline once the site has settled."""
+        if self.hold is None:
+            return
+        settled = settle(self.hold, view)
+        if settled is not None:
+            self.hold = settled
+            self._save()
+            log.info(
+                "%s: dormant: coverage load settled at %.0f W (load-rise baseline)",
+                self.config.site_id,
+                settled.coverage_at_entry_w or 0.0,
+            )
 
     async def expire_leases(self) -> list[str]:
         """Restore the safe default of every lease that ran out; the keys restored."""

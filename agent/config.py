@@ -167,6 +167,9 @@ class InterlocksConfig(_Frozen):
     offline return the rectifier to (a site whose plant runs ECO normally keeps it)."""
     room_temp_limit_c: float = Field(35.0, ge=20, le=60)
     dormant_load_rise_pct: float = Field(30.0, gt=0, le=1000)
+    dormant_settle_s: float = Field(120.0, ge=0, le=3600)
+    """After the capacity channels open, how long the coverage cells take over their traffic
+    before the coverage load is taken as the baseline of the load-rise rule."""
 
 
 class ClockConfig(_Frozen):

@@ -6,6 +6,15 @@ channel; leave dormant mode at once on mains failure, high room temperature, a l
 coverage channels, or the end of its window; keep AC setpoints inside the configured bounds and
 never turn cooling off above the room-temperature limit.
 
+One rule of dormant mode is the agent's own reading of that contract:
+
+- *Load rise* is measured against the coverage load once the site has settled into dormancy,
+  not against the load before the capacity channels opened: the anchor/coverage cells take over
+  the capacity layer's traffic, so the coverage load rises by itself on entry (on a site with a
+  large capacity layer, by more than the limit: the entry would wake itself). The baseline is the
+  first coverage reading taken `dormant_settle_s` or more after the channels were seen open;
+  until then the rise rule waits (the other exits do not).
+
 Pure: a `SiteView` (the latest readings, summarised) and the site's facts in, a `Verdict` or a
 list of forced actions out. The reserve is `protocols.control.reserve.reserve_soc`, the very
 function the aggregator's planner uses, so the two can never disagree about where it is.
@@ -14,7 +23,7 @@ function the aggregator's planner uses, so the two can never disagree about wher
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from agent.config import InterlocksConfig
 from protocols.control.reserve import reserve_soc
@@ -73,6 +82,8 @@ class SiteFacts:
     has_battery: bool = True
     has_aircon: bool = True
     has_rectifier: bool = True
+    has_mains: bool = True
+    """Whether a meter reports `mains_present` (else an unknown mains state is no news)."""
 
     @classmethod
     def build(
@@ -83,6 +94,7 @@ class SiteFacts:
         has_battery: bool = True,
         has_aircon: bool = True,
         has_rectifier: bool = True,
+        has_mains: bool = True,
     ) -> SiteFacts:
         def refs(m: Mapping[str, Sequence[int]]) -> frozenset[ChannelRef]:
             return frozenset((dev, n) for dev, chans in m.items() for n in chans)
@@ -96,6 +108,7 @@ class SiteFacts:
             has_battery,
             has_aircon,
             has_rectifier,
+            has_mains,
         )
 
 
@@ -119,6 +132,8 @@ class SiteView:
     room_temp_c: float | None = None
     ac_setpoint_c: float | None = None
     coverage_load_w: float | None = None
+    coverage_t_ms: int | None = None
+    """When the oldest reading summed in `coverage_load_w` was taken (ms)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,11 +270,30 @@ def dormant_setpoint(view: SiteView, facts: SiteFacts, offset_c: float) -> float
 
 @dataclass(frozen=True, slots=True)
 class DormantHold:
-    """What the agent remembers while the site is dormant, to know when to leave at once."""
+    """What the agent remembers while the site is dormant, to know when to leave at once.
+
+    `coverage_at_entry_w` is the load-rise baseline: None while the site settles (until
+    `settle_until_ms`, then the first coverage reading taken at or after it; see `settle`).
+    """
 
     until_ms: int | None
     coverage_at_entry_w: float | None
     channels: tuple[int, ...] = ()
+    settle_until_ms: int | None = None
+
+    @property
+    def settling(self) -> bool:
+        return self.settle_until_ms is not None
+
+
+def settle(hold: DormantHold, view: SiteView) -> DormantHold | None:
+    """The hold with its load-rise baseline taken, once a coverage reading taken after the
+    settle time is at hand; None while there is nothing to change."""
+    if hold.settle_until_ms is None or view.coverage_load_w is None:
+        return None
+    if view.coverage_t_ms is None or view.coverage_t_ms < hold.settle_until_ms:
+        return None
+    return replace(hold, coverage_at_entry_w=view.coverage_load_w, settle_until_ms=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,13 +311,15 @@ def watch(
     *,
     discharging: bool,
     dormant: DormantHold | None,
+    warm: bool = True,
 ) -> list[Forced]:
     """What the agent must undo now, whatever the aggregator said.
 
-    `discharging`: a peak-shave is in force (or the battery reports discharge mode).
+    `discharging`: a peak-shave is in force (or the battery reports discharge mode). `warm`:
+    the agent has been running for the readings' maximum age, so a missing reading means a
+    silent device, not one not polled yet (no `inputs_unknown` exit before that).
     """
     out: list[Forced] = []
-    lim = facts.limits
     if discharging:
         reserve = reserve_of(view, facts)
         if view.mains_present is False:
@@ -299,28 +335,31 @@ def watch(
                 )
             )
     if dormant is not None:
-        reason = _wake_reason(view, lim, dormant)
+        reason = _wake_reason(view, facts, dormant, warm=warm)
         if reason is not None:
             out.append(Forced(Wake(), reason[0], reason[1]))
     return out
 
 
 def _wake_reason(
-    view: SiteView, lim: InterlocksConfig, hold: DormantHold
+    view: SiteView, facts: SiteFacts, hold: DormantHold, *, warm: bool
 ) -> tuple[str, str] | None:
+    lim = facts.limits
     if view.mains_present is False:
         return "mains_failure", "mains failed during dormant mode"
     if view.room_temp_c is not None and view.room_temp_c >= lim.room_temp_limit_c:
         return "room_hot", f"room {view.room_temp_c:.1f} °C ≥ {lim.room_temp_limit_c:g} °C"
     if hold.until_ms is not None and view.now * 1000 >= hold.until_ms:
         return "window_end", "the dormant window ended"
+    if hold.settling:
+        return None
     base, now_w = hold.coverage_at_entry_w, view.coverage_load_w
     if base is not None and now_w is not None and base > 0:
         rise = 100.0 * (now_w - base) / base
         if rise > lim.dormant_load_rise_pct:
             return (
                 "load_rise",
-                f"coverage load {now_w:.0f} W is {rise:.0f} % above {base:.0f} W at entry",
+                f"coverage load {now_w:.0f} W is {rise:.0f} % above {base:.0f} W once settled",
             )
     return None
 
@@ -340,5 +379,6 @@ __all__ = [
     "check",
     "dormant_setpoint",
     "reserve_of",
+    "settle",
     "watch",
 ]

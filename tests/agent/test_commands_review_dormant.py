@@ -10,6 +10,7 @@ import asyncio
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,15 @@ from protocols.keys import generate_key, save_private_key
 from protocols.messages import Ack, AckStatus, Command, Dormant, Params
 from protocols.topics import Topics
 from simulators.broker import Broker
-from simulators.spec import BatterySpec, SavingLevel, SiteSpec
+from simulators.spec import (
+    BatterySpec,
+    BreakerSpec,
+    ChannelSpec,
+    LoadKind,
+    SavingLevel,
+    SiteSpec,
+    default_channels,
+)
 from tests.agent.devices_support import AGG_PRIVATE, wait_for
 from tests.agent.sim_support import SimSite, start_sim_site
 
@@ -108,6 +117,18 @@ class Live:
         assert ack.readback["aircon.setpoint"] == pytest.approx(AC_DEFAULT + 2.0)
         assert self.agent.commands.hold is not None
 
+    async def settled(self, timeout: float = 10.0) -> float:
+        """Until the dormant hold has its load-rise baseline; the baseline (W)."""
+
+        def taken() -> bool:
+            hold = self.agent.commands.hold
+            return hold is not None and hold.coverage_at_entry_w is not None
+
+        await wait_for(taken, timeout=timeout)
+        hold = self.agent.commands.hold
+        assert hold is not None and hold.coverage_at_entry_w is not None
+        return hold.coverage_at_entry_w
+
     async def woken_by(self, reason: str, timeout: float = 20.0) -> AuditEntry:
         def done() -> bool:
             return any(e.reason == reason and e.status == "applied" for e in self.exits())
@@ -126,21 +147,31 @@ class Live:
         return entry
 
 
-@pytest.fixture
-async def live(tmp_path: Path, mosquitto: Broker) -> AsyncIterator[Live]:
-    clock = SimClock(start=START, speed=SPEED)
-    spec = SiteSpec(id=SITE, battery=BatterySpec(capacity_ah=1000, initial_soc=90.0))
+@asynccontextmanager
+async def running(
+    tmp_path: Path,
+    broker: Broker,
+    *,
+    spec: SiteSpec | None = None,
+    start: float = START,
+    speed: float = SPEED,
+    poll_s: float = POLL_S,
+) -> AsyncIterator[Live]:
+    """The whole agent on a simulated site (SimClock `speed`×), an operator on `broker`."""
+    clock = SimClock(start=start, speed=speed)
+    battery = BatterySpec(capacity_ah=1000, initial_soc=90.0)
+    spec = spec or SiteSpec(id=SITE, battery=battery)
     site = await start_sim_site(spec, clock)
     site.runtime.model.aircon.setpoint_c = AC_DEFAULT
     site_key = generate_key()
     save_private_key(site_key, tmp_path / "site.key")
     cfg = site.config(
         tmp_path,
-        poll_interval_s=POLL_S,
-        broker={"host": mosquitto.host, "port": mosquitto.port},
+        poll_interval_s=poll_s,
+        broker={"host": broker.host, "port": broker.port},
         outbox={"path": "agent.db", "drain_jitter_max_s": 0.0},
     )
-    op = await asyncio.to_thread(Operator, mosquitto, site_key)
+    op = await asyncio.to_thread(Operator, broker, site_key)
     agent = Agent(cfg, clock)
     try:
         await agent.start()
@@ -153,6 +184,12 @@ async def live(tmp_path: Path, mosquitto: Broker) -> AsyncIterator[Live]:
         await agent.stop()
         await asyncio.to_thread(op.close)
         await site.server.stop()
+
+
+@pytest.fixture
+async def live(tmp_path: Path, mosquitto: Broker) -> AsyncIterator[Live]:
+    async with running(tmp_path, mosquitto) as rig:
+        yield rig
 
 
 async def test_heat_wakes_a_dormant_site(live: Live) -> None:
@@ -169,6 +206,7 @@ async def test_coverage_load_rise_wakes_a_dormant_site(live: Live) -> None:
     model.overrides.saving[ANCHOR] = SavingLevel.DEEP_SLEEP  # the anchor cell idles …
     await wait_for(lambda: (live.agent.commands.view().coverage_load_w or 1e9) < 600, timeout=10)
     await live.dormant(Dormant((4, 5), True, 2.0))
+    await live.settled()  # the rise is measured from the load once dormancy has settled
     model.overrides.saving.pop(ANCHOR)  # … then traffic comes back on it
     await live.woken_by("load_rise")
 
@@ -184,3 +222,51 @@ async def test_mains_failure_wakes_a_dormant_site(live: Live) -> None:
     await live.dormant(Dormant((4, 5), True, 2.0))
     live.site.runtime.model.overrides.mains = False
     await live.woken_by("mains_failure")
+
+
+# -- dormant entry must not wake itself (the coverage layer takes over the capacity traffic) ----
+
+START_NIGHT = 1_700_071_200.0  # 02:00 in Asia/Shanghai: a dormant window's hour
+
+
+def big_capacity_layer() -> SiteSpec:
+    """A site whose capacity layer carries enough traffic that, switched off, the anchor cell
+    (300 W idle … 1.5 kW) draws over half as much again: ≈ +57 % at 02:00 (default site: +18 %)."""
+    chans = list(default_channels())
+    chans[ANCHOR] = ChannelSpec(
+        name="aau_anchor", kind=LoadKind.AAU_ANCHOR, idle_w=300, peak_w=1500, critical=True
+    )
+    for i in (3, 4):
+        chans[i] = ChannelSpec(
+            name=f"aau_capacity_{i - 2}", kind=LoadKind.AAU_CAPACITY, idle_w=500, peak_w=1500
+        )
+    return SiteSpec(
+        id=SITE,
+        battery=BatterySpec(capacity_ah=1000, initial_soc=90.0),
+        breaker=BreakerSpec(channels=tuple(chans)),
+    )
+
+
+async def test_dormant_entry_does_not_wake_itself_a_later_rise_does(
+    tmp_path: Path, mosquitto: Broker
+) -> None:
+    async with running(tmp_path, mosquitto, spec=big_capacity_layer(), start=START_NIGHT) as live:
+        model = live.site.runtime.model
+        model.overrides.saving[ANCHOR] = SavingLevel.DEEP_SLEEP  # keeps the anchor's draw low
+        view = live.agent.commands.view
+        await wait_for(lambda: (view().coverage_load_w or 1e9) < 300, timeout=10)
+        before = view().coverage_load_w
+        assert before is not None
+        await live.dormant(Dormant((4, 5), True, 2.0))
+        base = await live.settled()
+        # The takeover itself: the old rule (baseline before entry) would have woken the site.
+        rise = 100 * (base / before - 1)
+        assert rise > live.agent.config.interlocks.dormant_load_rise_pct, (before, base)
+        # Dormant it stays: several polls after the baseline, no exit.
+        until = live.clock.now() + 5 * POLL_S
+        await wait_for(lambda: live.clock.now() > until, timeout=10)
+        assert live.exits() == [] and live.agent.commands.hold is not None
+        assert await live.point("breaker", "ch4_closed") is False
+        # A genuine rise after the settle still wakes it: traffic comes back on the anchor.
+        model.overrides.saving.pop(ANCHOR)
+        await live.woken_by("load_rise")
