@@ -105,6 +105,7 @@ class PeakPolicy(BaseModel):
     outage_threshold: int = Field(1, ge=1)
     hold_until_valley: bool = True
     hold_margin_pct: float = Field(2.0, ge=0, le=50)
+    shave_stop_margin_pct: float = Field(5.0, ge=0, le=50)
     restore_c_rate: float = Field(0.1, gt=0, le=2)
 
     @model_validator(mode="after")
@@ -113,6 +114,11 @@ class PeakPolicy(BaseModel):
             raise ValueError(f"target_soc {self.target_soc} must be above floor {self.floor_pct}")
         if Period.VALLEY in self.shave_periods:
             raise ValueError("shave_periods must not include the valley")
+        if self.hold_until_valley and self.shave_stop_margin_pct < self.hold_margin_pct:
+            raise ValueError(
+                f"shave_stop_margin_pct {self.shave_stop_margin_pct} must be at least "
+                f"hold_margin_pct {self.hold_margin_pct}: a shave must end where it can be held"
+            )
         return self
 
 
@@ -345,7 +351,7 @@ def plan_site(
         # (the load rose under a held pack).
         stop = reserve
         if policy.hold_until_valley:
-            stop = min(100.0, reserve + policy.hold_margin_pct + RESERVE_TOLERANCE_PCT)
+            stop = min(100.0, reserve + policy.shave_stop_margin_pct + RESERVE_TOLERANCE_PCT)
         at_floor = max(0.0, reserve - RESERVE_TOLERANCE_PCT)
         at_target = min(100.0, reserve + RESERVE_TOLERANCE_PCT)
         if not above_reserve(stop):

@@ -69,7 +69,7 @@ CASES: list[
     ("start needs margin", {"soc_pct": 44}, {}, PEAK, None, "hold", "at_reserve", HOLD),
     (
         "ongoing shave runs to its floor",
-        {"soc_pct": 46, "mode": BatteryMode.PEAK_SHAVE},
+        {"soc_pct": 48.5, "mode": BatteryMode.PEAK_SHAVE},
         {},
         PEAK,
         None,
@@ -78,8 +78,8 @@ CASES: list[
         2000,
     ),
     (
-        "shave stops at reserve + hold margin + tolerance",
-        {"soc_pct": 45.3, "mode": BatteryMode.PEAK_SHAVE},
+        "shave stops at reserve + stop margin + tolerance",
+        {"soc_pct": 48.3, "mode": BatteryMode.PEAK_SHAVE},
         {},
         PEAK,
         None,
@@ -207,7 +207,7 @@ CASES: list[
     (
         "wider margin restores earlier",
         {"soc_pct": 50},
-        {"hold_margin_pct": 10},
+        {"hold_margin_pct": 10, "shave_stop_margin_pct": 10},
         FLAT,
         None,
         "charge",
@@ -473,7 +473,13 @@ def test_decision_maps_to_wire_action(
 
 @pytest.mark.parametrize(
     "changes",
-    [{"target_soc": 5}, {"shave_periods": ["valley"]}, {"efficiency": 0}, {"bogus": 1}],
+    [
+        {"target_soc": 5},
+        {"shave_periods": ["valley"]},
+        {"efficiency": 0},
+        {"bogus": 1},
+        {"hold_margin_pct": 6, "shave_stop_margin_pct": 5},
+    ],
 )
 def test_bad_policies_are_refused(changes: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
@@ -619,7 +625,7 @@ def test_hold_never_below_reserve_plus_margin_outside_the_peak(
     if period in ("peak", "critical_peak"):
         return
     directive = None if stagger is None else FleetDirective(charge_not_before=now + stagger)
-    policy = PeakPolicy(hold_margin_pct=margin)
+    policy = PeakPolicy(hold_margin_pct=margin, shave_stop_margin_pct=max(5.0, margin))
     d = plan_site(_state(soc, load, cap, mode, chem), policy, TARIFF, now, directive=directive)
     if d.mode is BatteryMode.HOLD:
         waiting = stagger is not None and stagger > 0
