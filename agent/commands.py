@@ -140,6 +140,7 @@ class SiteDevices:
             has_battery=bool(self.batteries),
             has_aircon=bool(self.aircons),
             has_rectifier=bool(self.rectifiers),
+            has_mains=any("mains_present" in self.profiles[m].by_name for m in self.meters),
         )
 
 
@@ -337,6 +338,24 @@ def _channel_power(
     return total, oldest
 
 
+def reading_max_age_s(config: SiteConfig) -> float:
+    """How old the last good reading of a point may be for the interlocks (clock seconds).
+
+    One lost poll must not blind them: the reading missed (one interval), the poller's backoff
+    before its retry (`backoff_factor` × the interval, capped), and one interval more for jitter
+    and a loaded event loop — in the agent's clock, like the poll intervals, so it scales with a
+    fast SimClock. At least 15 s. Beyond it the reserve stop calls the SOC unknown and a dormant
+    site wakes (`inputs_unknown`).
+    """
+    pol = config.polling
+    ages = [
+        2 * d.poll_interval_s + min(pol.backoff_max_s, pol.backoff_factor * d.poll_interval_s)
+        for d in config.devices.values()
+        if d.enabled
+    ]
+    return max([15.0, *ages])
+
+
 # -- admission ------------------------------------------------------------------------------------
 
 
@@ -422,8 +441,8 @@ class CommandProcessor:
             )
         )
         self.discharging: bool = bool(audit.get_state("discharging", False))
-        intervals = [d.poll_interval_s for d in config.devices.values() if d.enabled] or [5.0]
-        self.max_age_ms = int(max(3 * max(intervals), 15.0) * 1000)
+        self.max_age_ms = int(reading_max_age_s(config) * 1000)
+        self._started = clock.now()
         self._retry_at: dict[str, float] = {}
         self.audit_check = self._check_audit()
 
@@ -717,7 +736,9 @@ class CommandProcessor:
             view = self.view()
             self._settle(view)
             discharging = self.discharging or view.battery_mode == BATTERY_DISCHARGE
-            forced = watch(view, self.facts, discharging=discharging, dormant=self.hold)
+            # Right after a start nothing has been polled yet: that is no silent device.
+            warm = self.clock.now() - self._started >= self.max_age_ms / 1000
+            forced = watch(view, self.facts, discharging=discharging, dormant=self.hold, warm=warm)
             done = []
             for f in forced:
                 if not self._may_try(f.reason):
@@ -847,5 +868,6 @@ __all__ = [
     "Write",
     "admit",
     "plan_writes",
+    "reading_max_age_s",
     "site_view",
 ]

@@ -6,7 +6,7 @@ channel; leave dormant mode at once on mains failure, high room temperature, a l
 coverage channels, or the end of its window; keep AC setpoints inside the configured bounds and
 never turn cooling off above the room-temperature limit.
 
-One rule of dormant mode is the agent's own reading of that contract:
+Two rules of dormant mode are the agent's own reading of that contract:
 
 - *Load rise* is measured against the coverage load once the site has settled into dormancy,
   not against the load before the capacity channels opened: the anchor/coverage cells take over
@@ -14,6 +14,10 @@ One rule of dormant mode is the agent's own reading of that contract:
   large capacity layer, by more than the limit: the entry would wake itself). The baseline is the
   first coverage reading taken `dormant_settle_s` or more after the channels were seen open;
   until then the rise rule waits (the other exits do not).
+- *Blind dormancy* is not allowed: when an input a dormant exit depends on (room temperature,
+  mains present, coverage load — those the site has devices for) has had no good reading for
+  the readings' maximum age, the site leaves dormant mode (`inputs_unknown`), as a discharge
+  stops when its SOC is unknown.
 
 Pure: a `SiteView` (the latest readings, summarised) and the site's facts in, a `Verdict` or a
 list of forced actions out. The reserve is `protocols.control.reserve.reserve_soc`, the very
@@ -351,6 +355,17 @@ def _wake_reason(
         return "room_hot", f"room {view.room_temp_c:.1f} °C ≥ {lim.room_temp_limit_c:g} °C"
     if hold.until_ms is not None and view.now * 1000 >= hold.until_ms:
         return "window_end", "the dormant window ended"
+    unknown = [
+        name
+        for name, missing in (
+            ("room temperature", facts.has_aircon and view.room_temp_c is None),
+            ("mains state", facts.has_mains and view.mains_present is None),
+            ("coverage load", bool(facts.coverage) and view.coverage_load_w is None),
+        )
+        if missing
+    ]
+    if unknown and warm:
+        return "inputs_unknown", f"no good reading of the {', '.join(unknown)}"
     if hold.settling:
         return None
     base, now_w = hold.coverage_at_entry_w, view.coverage_load_w

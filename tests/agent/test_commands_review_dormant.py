@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -27,7 +28,9 @@ from protocols.clock import SimClock, now_ms
 from protocols.keys import generate_key, save_private_key
 from protocols.messages import Ack, AckStatus, Command, Dormant, Params
 from protocols.topics import Topics
+from protocols.types import Quality, Reading
 from simulators.broker import Broker
+from simulators.modbus.faults import Fault, FaultKind
 from simulators.spec import (
     BatterySpec,
     BreakerSpec,
@@ -43,7 +46,8 @@ from tests.agent.sim_support import SimSite, start_sim_site
 SITE = "site-t1"  # the id sim_support's configs give
 START = 1_700_000_000.0 + 6 * 3600  # 14:00 in Asia/Shanghai
 SPEED = 200.0
-POLL_S = 30.0  # simulated; 0.15 s of real time. Readings are good for 3 polls (0.45 s).
+POLL_S = 100.0  # simulated; 0.5 s of real time. Readings are good for 4 polls (2 s): a loaded
+# machine stalling the loop for a second must not age them out (a false `inputs_unknown` wake).
 ANCHOR = 2  # index of the coverage (anchor AAU) channel in the simulator: site channel 3
 AC_DEFAULT = 25.0
 
@@ -270,3 +274,39 @@ async def test_dormant_entry_does_not_wake_itself_a_later_rise_does(
         # A genuine rise after the settle still wakes it: traffic comes back on the anchor.
         model.overrides.saving.pop(ANCHOR)
         await live.woken_by("load_rise")
+
+
+# -- no blind dormancy -----------------------------------------------------------------------------
+
+
+def silent() -> Fault:
+    """A device answering every request with an exception for the next minute (wall time)."""
+    return Fault(FaultKind.EXCEPTION, time.monotonic(), time.monotonic() + 60)
+
+
+async def test_a_silent_meter_wakes_a_dormant_site_one_lost_poll_does_not(live: Live) -> None:
+    await live.dormant(Dormant((4, 5), True, 2.0))
+    latest = live.agent.poller.latest
+
+    def mains() -> Reading:
+        r = latest.get("meter", "mains_present")
+        assert r is not None
+        return r
+
+    # One lost poll (the meter answers one request with an exception, then is fine again).
+    live.site.faults.add(
+        "meter", Fault(FaultKind.EXCEPTION, time.monotonic(), time.monotonic() + 60)
+    )
+    await wait_for(lambda: mains().quality is not Quality.GOOD, timeout=10)
+    live.site.faults.clear("meter")
+    lost_at = mains().t
+    await wait_for(lambda: mains().quality is Quality.GOOD and mains().t > lost_at, timeout=10)
+    until = live.clock.now() + live.agent.commands.max_age_ms / 1000
+    await wait_for(lambda: live.clock.now() > until, timeout=10)
+    assert live.exits() == [] and live.agent.commands.hold is not None
+    # The meter stops answering for good: the mains state is unknown, the site wakes itself.
+    live.site.faults.add(
+        "meter", Fault(FaultKind.EXCEPTION, time.monotonic(), time.monotonic() + 60)
+    )
+    entry = await live.woken_by("inputs_unknown")
+    assert entry.t - lost_at > live.agent.commands.max_age_ms

@@ -13,6 +13,7 @@ from agent.interlocks import (
     check,
     dormant_setpoint,
     reserve_of,
+    settle,
     watch,
 )
 from protocols.messages import (
@@ -152,13 +153,43 @@ HOLD = DormantHold(until_ms=int(NOW * 1000) + 3_600_000, coverage_at_entry_w=100
         (with_(now=NOW + 3600), "window_end"),
         (with_(coverage_load_w=1250.0), None),
         (with_(coverage_load_w=1350.0), "load_rise"),
-        (with_(coverage_load_w=None), None),
+        # Blind: an input a dormant exit depends on has no good reading (for the max age).
+        (with_(coverage_load_w=None), "inputs_unknown"),
+        (with_(room_temp_c=None), "inputs_unknown"),
+        (with_(mains_present=None), "inputs_unknown"),
     ],
 )
 def test_watch_leaves_dormant(view: SiteView, reason: str | None) -> None:
     forced = watch(view, FACTS, discharging=False, dormant=HOLD)
     assert [f.reason for f in forced] == ([] if reason is None else [reason])
     assert all(isinstance(f.params, Wake) for f in forced)
+
+
+def test_unknown_inputs_wake_only_a_warm_agent_and_only_for_devices_the_site_has() -> None:
+    blind = with_(room_temp_c=None, mains_present=None, coverage_load_w=None)
+    # Just started: nothing polled yet is no silent device.
+    assert watch(blind, FACTS, discharging=False, dormant=HOLD, warm=False) == []
+    forced = watch(blind, FACTS, discharging=False, dormant=HOLD)
+    assert [f.reason for f in forced] == ["inputs_unknown"]
+    assert "room temperature, mains state, coverage load" in forced[0].detail
+    no_meter = SiteFacts.build(LIMITS, FACTS.channels, has_mains=False)
+    assert watch(with_(mains_present=None), no_meter, discharging=False, dormant=HOLD) == []
+
+
+def test_load_rise_waits_for_the_settled_baseline() -> None:
+    settling = DormantHold(HOLD.until_ms, None, settle_until_ms=int(NOW * 1000) + 120_000)
+    risen = with_(coverage_load_w=1600.0, coverage_t_ms=int(NOW * 1000) + 60_000)
+    assert watch(risen, FACTS, discharging=False, dormant=settling) == []
+    assert settle(settling, risen) is None  # a reading from before the settle time
+    later = with_(coverage_load_w=1600.0, coverage_t_ms=int(NOW * 1000) + 120_000)
+    settled = settle(settling, later)
+    assert settled is not None and settled.coverage_at_entry_w == 1600.0
+    assert not settled.settling
+    assert watch(later, FACTS, discharging=False, dormant=settled) == []
+    assert [
+        f.reason
+        for f in watch(with_(coverage_load_w=2100.0), FACTS, discharging=False, dormant=settled)
+    ] == ["load_rise"]
 
 
 def test_dormant_setpoint_clamped_to_bounds() -> None:
