@@ -13,8 +13,12 @@ followed on its status point until it moves. Each outcome is appended to the has
 log and acked, signed: `applied` with the read-back, `rejected` with the reason, or `failed` with
 the error (an unexpected error in our own code included: every verified command is acked).
 
-Everything that writes to devices takes one lock, so a command, a lease restore and an interlock
-act never interleave their writes.
+Two locks keep writes from interleaving. The command lock serialises commands, lease restores
+and dormant exits; it may be held for a while (a breaker channel is followed until it moves, up
+to `BREAKER_SETTLE_S` per channel). The reserve stop must never wait behind that, so everything
+that writes the *battery* (a battery command, a battery lease restore, the reserve stop) also
+takes the battery lock, and the reserve stop takes only the battery lock (`enforce_battery`).
+Order: command lock, then battery lock — never the other way, so they cannot deadlock.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from agent.interlocks import (
     BATTERY_DISCHARGE,
     ChannelMap,
     DormantHold,
+    Forced,
     SiteFacts,
     SiteView,
     check,
@@ -81,6 +86,9 @@ BREAKER_POLL_S = 0.2
 RETRY_S = 30.0
 
 AckPublisher = Callable[[Ack], Awaitable[None]]
+
+BATTERY_PARAMS = (PeakShave, Charge, BatteryAuto)
+"""The commands that write the battery (taken under the battery lock too)."""
 
 
 # -- the plan -------------------------------------------------------------------------------------
@@ -427,6 +435,7 @@ class CommandProcessor:
         self.publish_ack = publish_ack
         self.counters = CommandCounters()
         self._lock = asyncio.Lock()
+        self._battery_lock = asyncio.Lock()
         self.last_seq: int = int(audit.get_state("last_seq", 0))
         self.leases = LeaseBook({x["key"]: Lease(**x) for x in audit.get_state("leases", [])})
         hold = audit.get_state("dormant")
@@ -532,6 +541,12 @@ class CommandProcessor:
         # Durable before any write: this command can never run again, whatever happens next.
         self.last_seq = cmd.seq
         self.audit.set_state({"last_seq": cmd.seq})
+        if isinstance(cmd.params, BATTERY_PARAMS):
+            async with self._battery_lock:  # checked and written with no reserve stop between
+                return await self._check_and_apply(cmd)
+        return await self._check_and_apply(cmd)
+
+    async def _check_and_apply(self, cmd: Command) -> Outcome:
         try:
             view = self.view()
             verdict = check(cmd.params, view, self.facts)
@@ -732,21 +747,40 @@ class CommandProcessor:
 
     async def enforce(self) -> list[str]:
         """Apply the interlocks' forced acts now (reserve reached, dormant exit); their reasons."""
+        return await self.enforce_battery() + await self.enforce_dormant()
+
+    async def enforce_battery(self) -> list[str]:
+        """Stop a discharge at the reserve (or with the SOC unknown) now.
+
+        Takes only the battery lock: a command holding the command lock while a breaker
+        settles does not delay it (the module docstring)."""
+        async with self._battery_lock:
+            view = self.view()
+            discharging = self.discharging or view.battery_mode == BATTERY_DISCHARGE
+            forced = watch(view, self.facts, discharging=discharging, dormant=None)
+            return await self._force(forced, view)
+
+    async def enforce_dormant(self) -> list[str]:
+        """Leave dormant mode now if an exit rule says so (and take the settled baseline)."""
         async with self._lock:
+            if self.hold is None:
+                return []
             view = self.view()
             self._settle(view)
-            discharging = self.discharging or view.battery_mode == BATTERY_DISCHARGE
             # Right after a start nothing has been polled yet: that is no silent device.
             warm = self.clock.now() - self._started >= self.max_age_ms / 1000
-            forced = watch(view, self.facts, discharging=discharging, dormant=self.hold, warm=warm)
-            done = []
-            for f in forced:
-                if not self._may_try(f.reason):
-                    continue
-                outcome = await self._act(f.params, f.reason, f.detail, view)
-                self._tried(f.reason, outcome)
-                done.append(f.reason)
-            return done
+            forced = watch(view, self.facts, discharging=False, dormant=self.hold, warm=warm)
+            return await self._force(forced, view)
+
+    async def _force(self, forced: list[Forced], view: SiteView) -> list[str]:
+        done = []
+        for f in forced:
+            if not self._may_try(f.reason):
+                continue
+            outcome = await self._act(f.params, f.reason, f.detail, view)
+            self._tried(f.reason, outcome)
+            done.append(f.reason)
+        return done
 
     def _settle(self, view: SiteView) -> None:
         """Take the dormant hold's load-rise baseline once the site has settled."""
@@ -785,7 +819,11 @@ class CommandProcessor:
             params = safe_default(
                 key, ac_default_c=lim.ac_default_setpoint_c, eco_default=lim.rectifier_eco_default
             )
-            outcome = await self._act(params, reason, f"restore {key}", view)
+            if key == BATTERY:
+                async with self._battery_lock:
+                    outcome = await self._act(params, reason, f"restore {key}", self.view())
+            else:
+                outcome = await self._act(params, reason, f"restore {key}", view)
             self._tried(key, outcome)
             done.append(key)
         return done

@@ -141,6 +141,7 @@ class Agent:
             DeviceKind.RECTIFIER,
         }
         self._prompt = asyncio.Event()
+        self._reserve_prompt = asyncio.Event()
         self._offline = asyncio.Event()
         self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -168,6 +169,7 @@ class Agent:
     def _on_poll(self, device: str, readings: list[Reading]) -> None:
         if self.config.devices[device].kind in self._watch_kinds:
             self._prompt.set()
+            self._reserve_prompt.set()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -177,6 +179,7 @@ class Agent:
         await self.poller.start()
         self._tasks.append(asyncio.create_task(self.delivery.run(), name="delivery"))
         self._tasks.append(asyncio.create_task(self._guard(), name="guard"))
+        self._tasks.append(asyncio.create_task(self._reserve_guard(), name="reserve"))
         if self.health is not None:
             self._tasks.append(asyncio.create_task(self.health.run(), name="health"))
 
@@ -191,11 +194,26 @@ class Agent:
                     self._offline.clear()
                     await self.commands.aggregator_offline()
                 await self.commands.expire_leases()
-                await self.commands.enforce()
+                await self.commands.enforce_dormant()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("%s: guard step failed", self.config.site_id)
+
+    async def _reserve_guard(self) -> None:
+        """The reserve stop, in a task of its own: the guard may wait on the command lock (a
+        breaker settling), this never does (`CommandProcessor.enforce_battery`)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                wall = TICK_S / max(self.clock.speed, 1e-9)
+                await asyncio.wait_for(self._reserve_prompt.wait(), wall)
+            self._reserve_prompt.clear()
+            try:
+                await self.commands.enforce_battery()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s: reserve step failed", self.config.site_id)
 
     async def stop(self) -> None:
         """Stop polling, flush delivery (offline state, disconnect), close the databases."""
