@@ -215,6 +215,10 @@ def fleet(
         typer.Option(help="KIND:key=value,… e.g. outage:region=mountain,after_h=1,duration_h=1"),
     ] = None,
     sites_per_process: Annotated[int, typer.Option(help="agents per agent process")] = 250,
+    agent_db_dir: Annotated[
+        Path | None,
+        typer.Option(help="agents' SQLite files (default: tmpfs, removed at the end)"),
+    ] = None,
 ) -> None:
     """N simulated sites with one real agent each (many per process), a broker and the
     aggregator; live fleet figures; Ctrl-C stops everything."""
@@ -239,6 +243,7 @@ def fleet(
         poll_s=poll_s,
         injects=injects,
         sites_per_agent_process=sites_per_process,
+        agent_db_dir=agent_db_dir,
     )
     runner, last = _go(options, show_token=True, on_ready=_banner)
     for line in summary_lines(runner, last):

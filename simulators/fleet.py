@@ -95,6 +95,10 @@ class FleetOptions:
     control: bool | None = None  # None: the run file's [run] control
     poll_s: float | None = None
     injects: tuple[Inject, ...] = ()
+    # Where the agents' SQLite files go. None: a fresh directory on tmpfs (/dev/shm) when there
+    # is one, removed at the end — a simulated gateway's flash need not be real, and an fsync per
+    # command outcome on a real disk stalls a process of hundreds of agents; else WORKDIR/agents.
+    agent_db_dir: Path | None = None
     sites_per_agent_process: int = 250
     sites_per_sim_process: int = 500
     log_level: str = "warning"
@@ -211,6 +215,8 @@ class FleetRunner:
         self.timings: dict[str, float] = {}
         self.control_ports: dict[int, int] = {}
         self.ports = PortPool()
+        self.agent_db_dir: Path | None = None
+        self._own_db_dir = False
         self._cpu_prev: dict[int, float] = {}
         self._cpu_wall: float | None = None
         self._stored_prev: tuple[float, float] | None = None
@@ -292,6 +298,7 @@ class FleetRunner:
             agg_key = generate_key()
             save_private_key(agg_key, self._p("aggregator", "aggregator.key"))
             pub_file.write_text(public_key_hex(agg_key) + "\n")
+        self._choose_db_dir()
         public: dict[str, str] = {}
         shards: dict[int, list[str]] = {}
         for ps in plan.sites:
@@ -301,7 +308,12 @@ class FleetRunner:
             save_private_key(key, folder / "site.key")
             public[ps.id] = public_key_hex(key)
             cfg = agent_config(
-                plan, ps, folder=folder, broker=self.broker_addr, aggregator_pub=pub_file
+                plan,
+                ps,
+                folder=folder,
+                broker=self.broker_addr,
+                aggregator_pub=pub_file,
+                db_dir=self.agent_db_dir,
             )
             (folder / "site.toml").write_text(dumps(cfg))
             shards.setdefault(ps.agent_shard, []).append(str(folder / "site.toml"))
@@ -389,6 +401,16 @@ class FleetRunner:
                     self.tokens[role] = r.json()["token"]
             except httpx.HTTPError as exc:
                 raise FleetError(f"aggregator {self.url}: {exc}") from exc
+
+    def _choose_db_dir(self) -> None:
+        if self.options.agent_db_dir is not None:
+            self.agent_db_dir = self.options.agent_db_dir.resolve()
+            self.agent_db_dir.mkdir(parents=True, exist_ok=True)
+            return
+        shm = Path("/dev/shm")
+        if shm.is_dir() and os.access(shm, os.W_OK):
+            self.agent_db_dir = Path(tempfile.mkdtemp(prefix="sitewatt-fleet-agents-", dir=shm))
+            self._own_db_dir = True
 
     def _choose_broker(self) -> None:
         wanted = self.options.broker
@@ -568,6 +590,7 @@ class FleetRunner:
                 "port": self.broker_addr[1],
             },
             "pids": pids,
+            "agent_db_dir": None if self.agent_db_dir is None else str(self.agent_db_dir),
             "modbus_ports": [] if plan is None else plan.ports(),
             "control_ports": sorted(self.control_ports.values()),
             "sites": []
@@ -782,6 +805,8 @@ class FleetRunner:
         self.children.stop_all(STOP_ORDER, timeout=timeout)
         if self.broker is not None:
             self.broker.stop()
+        if self._own_db_dir and self.agent_db_dir is not None:
+            shutil.rmtree(self.agent_db_dir, ignore_errors=True)  # tmpfs: memory, not disk
         self._write_state()
 
 

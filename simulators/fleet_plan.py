@@ -161,8 +161,10 @@ def agent_config(
     folder: Path,
     broker: tuple[str, int],
     aggregator_pub: Path,
+    db_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """The site config (as `agent.config` reads it) of one simulated site's agent."""
+    """The site config (as `agent.config` reads it) of one simulated site's agent; its
+    database in `db_dir/<site>.db` if given, else in its folder."""
     spec = ps.site.spec
     poll = plan.poll_s
     wall = plan.speed  # simulated seconds per wall second
@@ -190,7 +192,7 @@ def agent_config(
         },
         "broker": {"host": broker[0], "port": broker[1], "keepalive_s": 30},
         "outbox": {
-            "path": str(folder / "agent.db"),
+            "path": str(folder / "agent.db" if db_dir is None else db_dir / f"{spec.id}.db"),
             # Time in the outbox is simulated: batches about every 2 wall seconds, but never
             # older than 2 simulated minutes; receipts may take 20 wall seconds.
             "batch_max_age_s": min(MAX_AGE_S, max(5.0, 2.0 * wall)),

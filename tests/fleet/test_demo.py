@@ -94,5 +94,7 @@ def test_demo_comes_up_on_the_embedded_broker_and_stops_clean(tmp_path: Path) ->
     assert not left, f"still running after the demo stopped: {left}"
     ports = [state["http_port"], state["broker"]["port"], *state["modbus_ports"],
              *state["control_ports"]]  # fmt: skip
+    db_dir = state["agent_db_dir"]
+    assert db_dir is None or not Path(db_dir).exists(), "the agents' tmpfs databases stayed"
     busy = [p for p in ports if not port_free(p)]
     assert not busy, f"ports still taken: {busy}"
