@@ -31,6 +31,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum, StrEnum
+from itertools import compress, repeat
+from operator import is_not, itemgetter
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -190,6 +192,13 @@ _RULE_POINTS = {
 # Rectifier `load_current` and `dc_voltage` give the DC load; battery `capacity_ah`, `voltage`
 # and `soh` the usable energy. Together they place the reserve SOC.
 _RESERVE_POINTS = frozenset({"load_current", "dc_voltage", "capacity_ah", "voltage", "soh"})
+_WATCHED = frozenset(_RULE_POINTS) | _RESERVE_POINTS
+# Column getters of a Reading (t, device, point, value, quality), for C-speed passes.
+_T = itemgetter(0)
+_POINT = itemgetter(2)
+_QUALITY = itemgetter(4)
+_DEVICE_T = itemgetter(1, 0)
+_SECOND = itemgetter(1)
 
 
 # --- the rules ---------------------------------------------------------------------------------
@@ -364,19 +373,21 @@ class _Builder:
 
 
 def evaluate_readings(state: SiteAlarmState, readings: Iterable[Reading], cfg: AlarmConfig) -> Step:
-    """Apply a batch of the site's readings (any order; older-than-seen ones are ignored)."""
+    """Apply a batch of the site's readings (any order; older-than-seen ones are ignored).
+
+    Ingest calls this for every stored reading, so the per-reading work is done by C iterators
+    (`map`, `compress`, `set`); Python only loops over the few rule points and over the polls
+    of devices that are, or may become, in comm loss. An observation that cannot change
+    anything (a clear or hold for a key with no active alarm, no pending raise and no raise in
+    this batch) is never built: that is every reading of a healthy site.
+    """
+    rs = readings if isinstance(readings, list | tuple) else list(readings)
     seen = dict(state.seen)
     device_seen = dict(state.device_seen)
     values = dict(state.values)
+    live: set[AlarmKey] = set(state.active) | set(state.pending)
     observations: list[_Observation] = []
-    polls: dict[tuple[str, int], bool] = {}  # (device, t) -> every reading comm-error so far
-    rule_readings: list[Reading] = []
-    for r in readings:
-        key = (r.device, r.t)
-        polls[key] = polls.get(key, True) and r.quality is Quality.COMM_ERROR
-        if r.point in _RULE_POINTS or r.point in _RESERVE_POINTS:
-            rule_readings.append(r)
-    rule_readings.sort(key=lambda r: r.t)
+    rule_readings = sorted(compress(rs, map(_WATCHED.__contains__, map(_POINT, rs))), key=_T)
     for r in rule_readings:
         if r.t <= seen.get((r.device, r.point), -1):
             continue
@@ -389,13 +400,31 @@ def evaluate_readings(state: SiteAlarmState, readings: Iterable[Reading], cfg: A
         kind = _RULE_POINTS.get(r.point)
         if kind is not None:
             verdict, message = _value_verdict(kind, value, values, cfg)
+            if verdict is _Verdict.RAISE:
+                live.add((kind, r.device))  # what follows for this key may clear it
+            elif (kind, r.device) not in live:
+                continue
             observations.append(_Observation(r.t, kind, r.device, r.point, verdict, message))
-    for (device, t), all_comm_error in sorted(polls.items(), key=lambda kv: kv[0][1]):
-        if t <= device_seen.get(device, -1):
+    # Comm loss: a poll is a device's readings at one time; it is dead when every one of them is
+    # a comm error. Devices with no dead poll and no comm-loss alarm to clear only move on.
+    polls = list(map(_DEVICE_T, rs))
+    dead = set(polls).difference(
+        compress(polls, map(is_not, map(_QUALITY, rs), repeat(Quality.COMM_ERROR)))
+    )
+    watch = {d for d, _ in dead}
+    watch.update(d for kind, d in live if kind is AlarmKind.COMM_LOSS)
+    ordered = sorted(dict.fromkeys(polls), key=_SECOND)
+    for device, t in dict(ordered).items():  # each device's newest poll
+        if device not in watch and t > device_seen.get(device, -1):
+            device_seen[device] = t
+    for device, t in ordered if watch else ():
+        if device not in watch or t <= device_seen.get(device, -1):
             continue
         device_seen[device] = t
-        verdict = _Verdict.RAISE if all_comm_error else _Verdict.CLEAR
-        message = f"device {device!r} not answering (comm-error)" if all_comm_error else ""
+        if (device, t) in dead:
+            verdict, message = _Verdict.RAISE, f"device {device!r} not answering (comm-error)"
+        else:
+            verdict, message = _Verdict.CLEAR, ""
         observations.append(_Observation(t, AlarmKind.COMM_LOSS, device, "", verdict, message))
     observations.sort(key=lambda o: o.t_ms)
     builder = _Builder(state, cfg)
