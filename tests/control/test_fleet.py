@@ -7,7 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocols.control.errors import ControlError
-from protocols.control.fleet import DrSite, RechargeNeed, allocate, stagger
+from protocols.control.fleet import (
+    DrSite,
+    ImportHistory,
+    RechargeNeed,
+    allocate,
+    stagger,
+    valley_ceiling,
+)
 
 H = 3600.0
 
@@ -193,3 +200,31 @@ def test_stagger_never_exceeds_the_ceiling(needs: list[RechargeNeed], ceiling: f
         )
     wanted = {n.site for n in needs if n.energy_wh > 1e-9 and n.max_charge_w > 1e-9}
     assert {s.site for s in plan.slots} == wanted
+
+
+def test_valley_ceiling_spread_headroom_and_finish() -> None:
+    """Spread over the valley, lowered to the headroom under the day's peak, never below what
+    still finishes inside the valley."""
+    needs = [RechargeNeed("a", 20_000, 5000), RechargeNeed("b", 20_000, 5000)]
+    # 40 kWh over 8 h × 0.8 = 6250 W; no history: the spread.
+    assert valley_ceiling(needs, 8.0) == pytest.approx(6250)
+    # Headroom 0.9 × 60 kW − 50 kW = 4 kW... but 40 kWh / 8 h = 5 kW must fit the valley.
+    assert valley_ceiling(needs, 8.0, peak_w=60_000, night_w=50_000) == pytest.approx(5000)
+    # Headroom 0.9 × 80 kW − 60 kW − 12 kW already planned = 0... still the finishing power.
+    assert valley_ceiling(needs, 8.0, peak_w=80_000, night_w=60_000, planned_w=12_000) == 5000
+    # Ample headroom: the spread stands.
+    assert valley_ceiling(needs, 8.0, peak_w=100_000, night_w=50_000) == pytest.approx(6250)
+    assert valley_ceiling(needs, 8.0, peak_w=60_000, night_w=48_500) == pytest.approx(5500)
+
+
+def test_import_history_day_peak_needs_a_day() -> None:
+    h = ImportHistory()
+    t0 = 1_750_000_000.0 // 3600 * 3600
+    for k in range(0, 23 * 60, 10):  # every 10 minutes for 23 h
+        h = h.add(t0 + k * 60, 50_000 + (20_000 if k == 600 else 0))
+    assert len(h.hours) == 23  # one entry per hour
+    assert h.peak_w(t0 + 10 * 3600) is None  # only 10 h of history
+    assert h.peak_w(t0 + 23 * 3600) == 70_000
+    # A day later the 10:00 peak has aged out.
+    later = h.add(t0 + 36 * 3600, 40_000)
+    assert later.peak_w(t0 + 36 * 3600) == 50_000
