@@ -15,10 +15,12 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from itertools import compress, repeat
+from operator import is_
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, cast, overload
 
 from aggregator.errors import (
     SchemaError,
@@ -35,7 +37,6 @@ from aggregator.storage.rollup import (
     bucket_of,
     coarsen,
     merge,
-    merge_into,
     merged,
 )
 from aggregator.storage.schema import LATEST_VERSION, MIGRATIONS
@@ -76,6 +77,42 @@ ON CONFLICT (series_id, bucket_ms) DO UPDATE SET
     "last" = CASE WHEN excluded.last_ms >= last_ms THEN excluded."last" ELSE "last" END,
     last_ms = max(last_ms, excluded.last_ms)
 """
+
+
+_Rolled = tuple[Sequence[int], Sequence[int], Sequence[float]]
+"""Columns (series ids, times, values) of readings that go into the rollups."""
+_NO_SERIES: dict[SeriesKey, int] = {}
+_FLOAT = {float}
+_ROLLED_CODES = _ROLLED | {q | BOOL_FLAG for q in _ROLLED}
+
+
+def _fold(accs: dict[AccKey, Acc], rolled: Sequence[_Rolled]) -> None:
+    """Fold rolled-up readings into per-(series, bucket) accumulators, in place (`Acc.add`
+    inlined: this runs once per stored reading)."""
+    get = accs.get
+    for sids, ts, vals in rolled:
+        if not ts:
+            continue
+        b0 = bucket_of(min(ts))
+        if b0 == bucket_of(max(ts)):  # the usual batch: one bucket
+            keys: Iterable[AccKey] = zip(sids, repeat(b0))
+        else:
+            keys = [(sid, t - t % BUCKET_MS) for sid, t in zip(sids, ts, strict=True)]
+        for key, t, v in zip(keys, ts, vals, strict=True):
+            a = get(key)
+            if a is None:
+                accs[key] = Acc(t, v)
+                continue
+            a.n += 1
+            a.total += v
+            if v < a.min:
+                a.min = v
+            if v > a.max:
+                a.max = v
+            if t < a.first_ms:
+                a.first, a.first_ms = v, t
+            if t >= a.last_ms:
+                a.last, a.last_ms = v, t
 
 
 def _decode(value: float | None, quality: int) -> tuple[Value, Quality]:
@@ -270,7 +307,7 @@ class SqliteStorage:
         duplicates: list[tuple[str, int]] = []
         fresh: list[VerifiedBatch] = []
         new_series: dict[str, dict[SeriesKey, int]] = {}
-        accs: dict[AccKey, Acc] = {}
+        rolled: list[_Rolled] = []
         n_readings = 0
         flush = time.monotonic() - self._last_flush >= self.rollup_flush_s
         with self._write() as c:
@@ -294,7 +331,7 @@ class SqliteStorage:
                         fresh.append(b)
                         stored.append((site, b.seq))
             if fresh:
-                rows, spans = self._reading_rows(c, fresh, new_series, accs)
+                rows, spans = self._reading_rows(c, fresh, new_series, rolled)
                 c.executemany(
                     "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
@@ -326,6 +363,8 @@ class SqliteStorage:
                 list(seen.items()),
             )
             if flush:
+                accs: dict[AccKey, Acc] = {}
+                _fold(accs, rolled)
                 with self._rollup_lock:
                     to_write = merged(self._pending, accs)
                 self._write_rollups(c, to_write)
@@ -335,7 +374,7 @@ class SqliteStorage:
                 self._epoch += 1
                 self._last_flush = time.monotonic()
             else:
-                merge_into(self._pending, accs)
+                _fold(self._pending, rolled)
         if new_series:
             with self._series_lock:
                 for site, ids in new_series.items():
@@ -425,48 +464,76 @@ class SqliteStorage:
         c: sqlite3.Connection,
         fresh: Sequence[VerifiedBatch],
         new_series: dict[str, dict[SeriesKey, int]],
-        accs: dict[AccKey, Acc],
+        rolled: list[_Rolled],
     ) -> tuple[list[tuple[int, int, float | None, int]], list[tuple[int | None, int | None]]]:
-        """Rows for `readings`, each batch's time span, and the rollup accumulators (`accs`,
-        updated in place): the one loop over every reading."""
+        """Rows for `readings`, each batch's time span, and (appended to `rolled`) the columns of
+        the readings the rollups take.
+
+        This is the ingest hot path: each batch is turned into columns with `zip(*readings)` and
+        every per-reading step is a C iterator (series ids by `map(dict.get)`, rows by `zip`);
+        Python loops per reading only for a batch with bools or readings without a value.
+        """
         rows: list[tuple[int, int, float | None, int]] = []
         spans: list[tuple[int | None, int | None]] = []
-        rolled = _ROLLED
-        append = rows.append
         for b in fresh:
+            if not b.readings:
+                spans.append((None, None))
+                continue
+            ts, devices, points, values, qualities = zip(*b.readings, strict=True)
+            spans.append((min(ts), max(ts)))
             site = b.site
-            known = self._series.get(site, {})
-            pending = new_series.setdefault(site, {})
-            t_min = t_max = None
-            for t, device, point, value, quality in b.readings:
-                if t_min is None or t < t_min:
-                    t_min = t
-                if t_max is None or t > t_max:
-                    t_max = t
-                key = (device, point)
-                sid = known.get(key)
-                if sid is None:
-                    sid = pending.get(key)
-                    if sid is None:
-                        sid = self._create_series(c, site, device, point)
-                        pending[key] = sid
-                q = int(quality)
-                if value is None:
-                    append((sid, t, None, q))
-                    continue
-                if value is True or value is False:
-                    q |= BOOL_FLAG
-                v = float(value)
-                append((sid, t, v, q))
-                if (q & _QUALITY_MASK) in rolled:
-                    akey = (sid, t - t % BUCKET_MS)
-                    acc = accs.get(akey)
-                    if acc is None:
-                        accs[akey] = Acc(t, v)
-                    else:
-                        acc.add(t, v)
-            spans.append((t_min, t_max))
+            known = self._series.get(site, _NO_SERIES)
+            found = list(map(known.get, zip(devices, points, strict=True)))
+            if None in found:
+                self._fill_series(c, site, devices, points, found, new_series)
+            sids = cast(list[int], found)
+            types = set(map(type, values))
+            quals = list(map(int, qualities))
+            if bool in types:
+                for i in compress(range(len(values)), map(is_, map(type, values), repeat(bool))):
+                    quals[i] |= BOOL_FLAG
+            vals: list[float | None]
+            if type(None) in types:
+                vals = [None if v is None else float(v) for v in values]
+            elif types == _FLOAT:
+                vals = list(values)
+            else:
+                vals = list(map(float, values))
+            rows += zip(sids, ts, vals, quals, strict=True)
+            if type(None) not in types and set(quals).issubset(_ROLLED_CODES):
+                rolled.append((sids, ts, cast(list[float], vals)))
+            else:
+                keep = [
+                    v is not None and q & _QUALITY_MASK in _ROLLED
+                    for v, q in zip(vals, quals, strict=True)
+                ]
+                rolled.append(
+                    (
+                        list(compress(sids, keep)),
+                        list(compress(ts, keep)),
+                        cast(list[float], list(compress(vals, keep))),
+                    )
+                )
         return rows, spans
+
+    def _fill_series(
+        self,
+        c: sqlite3.Connection,
+        site: str,
+        devices: Sequence[str],
+        points: Sequence[str],
+        sids: list[int | None],
+        new_series: dict[str, dict[SeriesKey, int]],
+    ) -> None:
+        """Fill the None ids in `sids` with series created in this transaction (or now)."""
+        pending = new_series.setdefault(site, {})
+        for i, sid in enumerate(sids):
+            if sid is None:
+                key = (devices[i], points[i])
+                new = pending.get(key)
+                if new is None:
+                    new = pending[key] = self._create_series(c, site, *key)
+                sids[i] = new
 
     @staticmethod
     def _create_series(c: sqlite3.Connection, site: str, device: str, point: str) -> int:
