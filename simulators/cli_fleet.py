@@ -38,9 +38,8 @@ from simulators.fleet import (
     FleetRunner,
     console_script,
     default_demo_start,
-    figures_dict,
-    summary_lines,
 )
+from simulators.fleet_figures import figures_dict, summary_lines
 from simulators.fleet_run import Inject, load_run, parse_inject_option
 
 BrokerOpt = Annotated[
@@ -139,7 +138,7 @@ async def run_fleet(
                 beat[0] += 1
                 if beat[0] % 5 == 1:
                     when = local_time(f.sim_time).strftime("%Y-%m-%d %H:%M")
-                    console.print(f"[{when}] " + " | ".join(summary_lines(runner, f)))
+                    console.print(f"[{when}] " + " | ".join(_summary(runner, f)))
 
             last = await runner.watch(stop, show)
         return last
@@ -246,8 +245,12 @@ def fleet(
         agent_db_dir=agent_db_dir,
     )
     runner, last = _go(options, show_token=True, on_ready=_banner)
-    for line in summary_lines(runner, last):
+    for line in _summary(runner, last):
         console.print(line)
+
+
+def _summary(runner: FleetRunner, f: FleetFigures) -> list[str]:
+    return summary_lines(f, speed=0.0 if runner.plan is None else runner.plan.speed)
 
 
 def _banner(runner: FleetRunner) -> None:
@@ -399,7 +402,7 @@ def write_report(
             "[yellow]`sitewatt-aggregator report` is not available yet: wrote the fleet's own "
             "figures only[/yellow]"
         )
-    for line in summary_lines(runner, last):
+    for line in _summary(runner, last):
         console.print(line)
     console.print(f"report in {out}")
 

@@ -25,27 +25,25 @@ import contextlib
 import json
 import logging
 import os
-import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
 from protocols.clock import SimClock, local_time, parse_time
 from protocols.keys import generate_key, public_key_hex, save_private_key
-from simulators.broker import Broker, free_port, mosquitto_available
+from simulators.broker import Broker, mosquitto_available
 from simulators.control import request
 from simulators.errors import ControlError, FleetError
+from simulators.fleet_figures import CpuSampler, FleetFigures, add_alarms, add_sites, metric_value
 from simulators.fleet_plan import (
     DEFAULT_POLICY,
     REPO,
@@ -57,6 +55,7 @@ from simulators.fleet_plan import (
     policy_layers,
     sim_manifest,
 )
+from simulators.fleet_ports import PortPool, pick_http_port
 from simulators.fleet_run import (
     Action,
     BrokerAction,
@@ -104,30 +103,6 @@ class FleetOptions:
     log_level: str = "warning"
 
 
-@dataclass
-class FleetFigures:
-    """One look at the running fleet."""
-
-    sim_time: float = 0.0
-    wall_s: float = 0.0
-    sites: int = 0
-    online: int = 0
-    readings_stored: int = 0
-    readings_per_s: float = 0.0
-    load_kw: float = 0.0
-    grid_kw: float = 0.0
-    soc_avg: float | None = None
-    alarms_active: int = 0
-    alarms_by_kind: dict[str, int] = field(default_factory=dict)
-    modes: dict[str, int] = field(default_factory=dict)
-    cpu_pct: dict[str, float] = field(default_factory=dict)  # % of one core, by role
-    rss_mb: dict[str, float] = field(default_factory=dict)
-    look_ms: float = 0.0  # how long this look at the aggregator's API took
-    injections_done: int = 0
-    injections_total: int = 0
-    last_event: str = ""
-
-
 def console_script(name: str) -> str:
     """A console script of this installation (next to the running Python), else on PATH."""
     here = Path(sys.executable).parent / name
@@ -139,55 +114,10 @@ def console_script(name: str) -> str:
     return found
 
 
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Nothing listens on `port` (a server could bind it, as servers do, with SO_REUSEADDR:
-    connections in TIME_WAIT do not count)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def startup_estimate_s(sites: int) -> float:
     """Wall seconds a fleet of this size takes to come up on a small machine (measured: 20
     sites about 7 s, 1,000 sites about 70 s)."""
     return 6.0 + 0.06 * sites
-
-
-class PortPool:
-    """Distinct free ports below Linux's ephemeral range (32768+), so that neither a second pick
-    nor the local port of some outgoing connection can take a port before its server binds it."""
-
-    def __init__(self, lo: int = 20000, hi: int = 32000, *, seed: int | None = None) -> None:
-        self.lo, self.hi = lo, hi
-        self._next = random.Random(seed).randrange(lo, hi)
-        self.given: set[int] = set()
-
-    def take(self) -> int:
-        for _ in range(self.hi - self.lo):
-            port = self._next
-            self._next = self.lo if self._next + 1 >= self.hi else self._next + 1
-            if port not in self.given and port_free(port):
-                self.given.add(port)
-                return port
-        raise FleetError(f"no free port left in {self.lo}-{self.hi}")
-
-
-def pick_http_port(wanted: int, pool: PortPool | None = None) -> int:
-    """`wanted` if free (0: any free port), else a free one."""
-    if wanted and port_free(wanted):
-        return wanted
-    return pool.take() if pool is not None else free_port()
-
-
-def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 class FleetRunner:
@@ -217,8 +147,7 @@ class FleetRunner:
         self.ports = PortPool()
         self.agent_db_dir: Path | None = None
         self._own_db_dir = False
-        self._cpu_prev: dict[int, float] = {}
-        self._cpu_wall: float | None = None
+        self._cpu = CpuSampler()
         self._stored_prev: tuple[float, float] | None = None
         self._t_started = time.monotonic()
 
@@ -619,70 +548,34 @@ class FleetRunner:
     # -- watching -------------------------------------------------------------------------------
 
     async def figures(self, client: httpx.AsyncClient) -> FleetFigures:
+        """One look at the fleet through the aggregator's API (viewer token) and /metrics."""
         plan = self._plan()
         assert self.clock is not None
-        f = FleetFigures(sim_time=self.clock.now(), wall_s=time.monotonic() - self._t_started)
         t_look = time.monotonic()
+        f = FleetFigures(sim_time=self.clock.now(), wall_s=t_look - self._t_started)
+        f.sites = len(plan.sites)
         f.injections_total = len(self.actions)
         f.injections_done = self.done_actions
         f.last_event = self.events[-1] if self.events else ""
         auth = {"Authorization": f"Bearer {self.tokens['viewer']}"}
-        sites = (await client.get(f"{self.url}/api/sites", headers=auth)).json()
-        f.sites = len(plan.sites)
-        socs = []
-        for s in sites:
-            f.online += bool(s["online"])
-            kp = s["key_points"]
-            f.load_kw += (kp.get("load_w") or 0.0) / 1000
-            f.grid_kw += (kp.get("grid_import_w") or 0.0) / 1000
-            if kp.get("soc") is not None:
-                socs.append(kp["soc"])
-            f.modes[s["mode"]] = f.modes.get(s["mode"], 0) + 1
-        f.soc_avg = sum(socs) / len(socs) if socs else None
-        alarms = (
-            await client.get(
-                f"{self.url}/api/alarms", params={"active": "true", "limit": 1000}, headers=auth
-            )
-        ).json()["alarms"]
-        f.alarms_active = len(alarms)
-        for a in alarms:
-            f.alarms_by_kind[a["kind"]] = f.alarms_by_kind.get(a["kind"], 0) + 1
+        add_sites(f, (await client.get(f"{self.url}/api/sites", headers=auth)).json())
+        active: dict[str, str | int] = {"active": "true", "limit": 1000}
+        page = (await client.get(f"{self.url}/api/alarms", params=active, headers=auth)).json()
+        add_alarms(f, page["alarms"])
         metrics = (await client.get(f"{self.url}/metrics")).text
-        stored = _metric(metrics, "sitewatt_aggregator_readings_stored_total")
+        stored = metric_value(metrics, "sitewatt_aggregator_readings_stored_total")
         f.readings_stored = int(stored)
         now = time.monotonic()
         if self._stored_prev is not None and now > self._stored_prev[0]:
             f.readings_per_s = (stored - self._stored_prev[1]) / (now - self._stored_prev[0])
         self._stored_prev = (now, stored)
-        f.cpu_pct, f.rss_mb = self._cpu()
-        f.look_ms = (time.monotonic() - t_look) * 1000
-        return f
-
-    def _cpu(self) -> tuple[dict[str, float], dict[str, float]]:
-        """CPU (% of one core since the last look) and RSS (MB) of the children, by role."""
-        procs: list[tuple[str, int]] = [(c.role, c.pid) for c in self.children.children]
+        procs = [(c.role, c.pid) for c in self.children.children]
         if self.broker is not None and self.broker.proc is not None:
             procs.append(("broker", self.broker.proc.pid))
         procs.append(("runner", os.getpid()))
-        now = time.monotonic()
-        cpu: dict[str, float] = {}
-        rss: dict[str, float] = {}
-        interval = None if self._cpu_wall is None else now - self._cpu_wall
-        for role, pid in procs:
-            try:
-                p = psutil.Process(pid)
-                times = p.cpu_times()
-                used = times.user + times.system
-                mem = p.memory_info().rss / 1e6
-            except psutil.Error:
-                continue
-            prev = self._cpu_prev.get(pid)
-            self._cpu_prev[pid] = used
-            rss[role] = rss.get(role, 0.0) + mem
-            if interval and prev is not None:
-                cpu[role] = cpu.get(role, 0.0) + 100.0 * (used - prev) / interval
-        self._cpu_wall = now
-        return cpu, rss
+        f.cpu_pct, f.rss_mb = self._cpu.sample(procs)
+        f.look_ms = (time.monotonic() - t_look) * 1000
+        return f
 
     async def apply_due(self) -> None:
         """Carry out the injections whose simulated time has come."""
@@ -818,23 +711,6 @@ def default_demo_start(scenario: Path = DEFAULT_SCENARIO) -> str:
     return d.isoformat()
 
 
-def figures_dict(f: FleetFigures) -> dict[str, Any]:
-    return asdict(f)
-
-
-def summary_lines(runner: FleetRunner, f: FleetFigures) -> list[str]:
-    plan = runner.plan
-    n = 0 if plan is None else len(plan.sites)
-    speed = 0.0 if plan is None else plan.speed
-    cpu = ", ".join(f"{k} {v:.0f}%" for k, v in sorted(f.cpu_pct.items()))
-    return [
-        f"sites {f.online}/{n} online at {speed:g}x; {f.readings_stored} readings stored "
-        f"({f.readings_per_s:.0f}/s)",
-        f"load {f.load_kw:.1f} kW, grid import {f.grid_kw:.1f} kW, alarms {f.alarms_active}",
-        f"CPU (% of a core): {cpu}",
-    ]
-
-
 __all__ = [
     "DEFAULT_HTTP_PORT",
     "DEFAULT_SCENARIO",
@@ -843,8 +719,5 @@ __all__ = [
     "FleetRunner",
     "console_script",
     "default_demo_start",
-    "figures_dict",
-    "pick_http_port",
-    "port_free",
-    "summary_lines",
+    "startup_estimate_s",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from simulators.fleet import port_free
+from simulators.fleet_ports import port_free
 from simulators.procs import pid_alive
 
 SIM = str(Path(sys.executable).parent / "sitewatt-sim")

@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from protocols.clock import parse_time
-from simulators.fleet import DEFAULT_SCENARIO, FleetOptions, FleetRunner, port_free
+from simulators.fleet import DEFAULT_SCENARIO, FleetOptions, FleetRunner
+from simulators.fleet_ports import port_free
 from simulators.fleet_run import FaultAction, load_run
 from simulators.procs import pid_alive
 from tests.conftest import requires_mosquitto
