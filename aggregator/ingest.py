@@ -499,8 +499,7 @@ class Ingest:
 
     def _account(self, batches: list[VerifiedBatch], result: StoreResult) -> None:
         self.stats.groups += 1
-        stored = set(result.stored)
-        fresh = [b for b in batches if (b.site, b.seq) in stored]
+        fresh = _stored_batches(batches, result)
         self.stats.batches_stored += sum(1 for b in fresh if not b.losses)
         self.stats.losses_stored += sum(1 for b in fresh if b.losses)
         self.stats.readings_stored += result.n_readings
@@ -534,11 +533,8 @@ class Ingest:
                     presence_hook(state)
                 except Exception:
                     log.exception("presence hook failed")
-        stored = set(result.stored)
         per_site: dict[str, list[Reading]] = {}
-        for b in batches:
-            if (b.site, b.seq) not in stored:
-                continue
+        for b in _stored_batches(batches, result):
             if b.readings and not b.hist:
                 per_site.setdefault(b.site, []).extend(b.readings)
             for loss in b.losses:
@@ -558,6 +554,19 @@ class Ingest:
     def presence(self) -> dict[str, SiteState]:
         """Every known site's presence (a copy)."""
         return dict(self._presence)
+
+
+def _stored_batches(batches: list[VerifiedBatch], result: StoreResult) -> list[VerifiedBatch]:
+    """The batches `result` stored, each once: a batch and its redelivered copy may sit in the
+    same group, and only the first was stored (both used to be counted, and fed to the hooks)."""
+    stored = set(result.stored)
+    out = []
+    for b in batches:
+        key = (b.site, b.seq)
+        if key in stored:
+            stored.discard(key)
+            out.append(b)
+    return out
 
 
 def _no_delay(sock: Any) -> None:

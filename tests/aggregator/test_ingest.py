@@ -227,3 +227,19 @@ async def test_command_sent_signed_and_ack_recorded(tmp_path: Path, mosquitto: B
             assert [c.seq for c in hist] == [2, 1] and all(c.status == "applied" for c in hist)
         finally:
             p.close()
+
+
+def test_batch_and_its_copy_in_one_group_count_once(tmp_path: Path, mosquitto: Broker) -> None:
+    # A long group window puts a batch and its redelivered copy in the same transaction.
+    with running(make_config(tmp_path, mosquitto, ingest={"group_ms": 2000})) as svc:
+        ingest = svc.ingest
+        assert ingest is not None
+        with publisher(svc, mosquitto, "S1") as p:
+            batch = p.batch(1, make_readings(10, _now() - 1000))
+            p.send_batch(batch)
+            p.send_batch(batch)
+            assert p.wait_receipts([1], 15)
+            assert poll(lambda: ingest.stats.batches_stored + ingest.stats.duplicates == 2)
+            assert ingest.stats.groups == 1
+            assert (ingest.stats.batches_stored, ingest.stats.duplicates) == (1, 1)
+            assert ingest.stats.readings_stored == 10 == svc.storage.reading_count()
