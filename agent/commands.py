@@ -600,9 +600,9 @@ class CommandProcessor:
             readback={k: v for k, v in outcome.readback.items() if _wire_value(v)},
         )
         try:
-            await self.publish_ack(ack)
-        except Exception as exc:  # the ack is best effort; the audit log has the outcome
-            log.warning("%s: ack for %s not published: %s", self.config.site_id, cmd_id, exc)
+            await self.publish_ack(ack)  # the runtime stores it durably (agent.acks)
+        except Exception as exc:  # the outcome stands; the audit log has it
+            log.warning("%s: ack for %s not queued: %s", self.config.site_id, cmd_id, exc)
 
     # -- applying -----------------------------------------------------------------------------
 

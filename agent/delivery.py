@@ -14,7 +14,9 @@ jittered backoff between attempts. On each connection it:
    for byte on each new connection, each reopening of the gate, and after the receipt timeout.
 
 The decisions are agent.delivery_rules; this module only carries them out. Incoming commands are
-handed, unverified, to the command handler (agent.commands verifies them).
+handed, unverified, to the command handler (agent.commands verifies them). Signed acks stored in
+the ack queue (agent.acks) are published on every connection, oldest first, whatever the
+aggregator's state, and deleted on PUBACK.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+from agent.acks import AckQueue
 from agent.delivery_rules import (
     DeliveryPolicy,
     Gate,
@@ -80,6 +83,7 @@ class DeliveryCounters:
     receipts: int = 0
     receipted_batches: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    acks_published: int = 0
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -101,8 +105,11 @@ class Delivery:
         *,
         boot: str | None = None,
         rng: random.Random | None = None,
+        acks: AckQueue | None = None,
     ) -> None:
         self.settings = settings
+        self.acks = acks
+        self._ack_kick = asyncio.Event()
         self.identity = identity
         self.outbox = outbox
         self.clock = clock
@@ -168,6 +175,15 @@ class Delivery:
             raise LinkError("not connected")
         t = topic or self._topics.ack(self.identity.site)
         await link.publish(t, self.identity.signer.seal_bytes(messages.encode(msg), t))
+
+    def seal(self, msg: messages.Message, *, topic: str | None = None) -> tuple[str, bytes]:
+        """(topic, signed bytes) of `msg` for this site's ack topic (or `topic`)."""
+        t = topic or self._topics.ack(self.identity.site)
+        return t, self._sign(msg, t)
+
+    def wake_acks(self) -> None:
+        """Nudge the ack sender: an ack was stored in the ack queue."""
+        self._ack_kick.set()
 
     async def run(self) -> None:
         """Connect, deliver, reconnect — until `stop()`."""
@@ -241,6 +257,7 @@ class Delivery:
         self._unreceipted = {b.seq for b in self.outbox.batches()}
         reader = asyncio.create_task(self._read(link))
         closer = asyncio.create_task(self._watch_close(link))
+        acker = asyncio.create_task(self._send_acks(link))
         try:
             while not self._stopping.is_set() and not link.closed.is_set():
                 self._kick.clear()
@@ -252,6 +269,9 @@ class Delivery:
         finally:
             reader.cancel()
             closer.cancel()
+            acker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acker
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
             with contextlib.suppress(asyncio.CancelledError):
@@ -334,6 +354,27 @@ class Delivery:
         wall = seconds / max(self.clock.speed, 1e-9)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._kick.wait(), wall)
+
+    async def _send_acks(self, link: MqttLink) -> None:
+        """Publish the stored acks, oldest first, one PUBACK at a time; delete each on its PUBACK.
+
+        Until the link closes: what is left goes out on the next connection, byte for byte."""
+        queue = self.acks
+        if queue is None:
+            return
+        while not link.closed.is_set():
+            self._ack_kick.clear()
+            pending = queue.pending()
+            if not pending:
+                await self._ack_kick.wait()
+                continue
+            for item in pending:
+                try:
+                    await link.publish(item.topic, item.body)
+                except LinkError:
+                    return
+                queue.published(item.n)
+                self.counters.acks_published += 1
 
     async def _watch_close(self, link: MqttLink) -> None:
         await link.closed.wait()

@@ -20,6 +20,7 @@ import logging
 import random
 from collections.abc import Mapping, Sequence
 
+from agent.acks import AckQueue
 from agent.audit import AuditLog
 from agent.commands import CommandProcessor, SiteDevices
 from agent.config import SiteConfig
@@ -101,12 +102,14 @@ class Agent:
         )
         self.outbox = Outbox(config.outbox.path, limits=outbox_limits(config))
         self.audit = AuditLog(config.outbox.path)
+        self.acks = AckQueue(config.outbox.path)
         self.delivery = Delivery(
             delivery_settings(config, self.profiles),
             self.identity,
             self.outbox,
             self.clock,
             rng=self._rng,
+            acks=self.acks,
         )
         self.poller = Poller(
             config, self.profiles, self._sink, self.clock, rng=self._rng, buses=buses
@@ -155,7 +158,10 @@ class Agent:
         self.delivery.wake()
 
     async def _publish_ack(self, ack: Ack) -> None:
-        await self.delivery.publish_signed(ack)
+        """Sign the ack now and store it; delivery publishes it, now or when the link returns."""
+        topic, body = self.delivery.seal(ack)
+        self.acks.put(command_id=ack.id, seq=ack.seq, topic=topic, body=body, created_ms=ack.t)
+        self.delivery.wake_acks()
 
     async def _on_command(self, topic: str, payload: bytes) -> None:
         await self.commands.handle(topic, payload)
@@ -239,6 +245,7 @@ class Agent:
         self._tasks.clear()
         self.outbox.close()
         self.audit.close()
+        self.acks.close()
         self._stopped.set()
 
     async def wait(self) -> None:

@@ -60,9 +60,16 @@ class Operator:
         self.signer = envelope.Signer(AGG_PRIVATE)
         self.ring = envelope.Keyring([site_key.public_key()])
         self.acks: list[Ack] = []
+        self.ack_bytes: list[bytes] = []
         self.born = threading.Event()
         self.seq = 0
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"op-{uuid.uuid4().hex[:8]}")
+        # A persistent session: what the agent publishes while we reconnect (after a broker
+        # restart) is kept for us.
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"op-{uuid.uuid4().hex[:8]}",
+            clean_session=False,
+        )
         c.on_connect = lambda client, *a: client.subscribe(
             [(self.topics.ack(SITE), 1), (self.topics.state(SITE), 1)]
         )
@@ -75,6 +82,7 @@ class Operator:
         body = messages.decode(envelope.unseal(bytes(msg.payload), msg.topic, self.ring).payload)
         if isinstance(body, Ack):
             self.acks.append(body)
+            self.ack_bytes.append(bytes(msg.payload))
         elif isinstance(body, messages.SiteState) and body.online:
             self.born.set()
 
