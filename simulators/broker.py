@@ -91,9 +91,10 @@ class Broker:
             "set_tcp_nodelay true\n"
             "log_dest stderr\n"
             "log_type error\nlog_type warning\n"
-            # Run as root, mosquitto switches to its own user, and a change of user clears the
-            # parent-death signal: stay the user we are so the broker still dies with us.
-            + (f"user {pwd.getpwuid(os.getuid()).pw_name}\n" if self.die_with_parent else "")
+            # Run as root, mosquitto switches to its own user: it could then not write its
+            # persistence (sessions lost on restart), and the change of user clears the
+            # parent-death signal. Stay the user we are.
+            + f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
             + f"{self.extra_config}"
         )
 

@@ -55,3 +55,42 @@ def test_embedded_broker_round_trip() -> None:
     finally:
         broker.close()
     assert broker.proc is None
+
+
+def test_mosquitto_keeps_persistent_sessions_across_a_restart(mosquitto: Broker) -> None:
+    """A QoS 1 message queued for an offline persistent session is delivered after a restart:
+    the broker can write its persistence file (as root it would otherwise drop privileges)."""
+    got = threading.Event()
+
+    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.payload == b"queued":
+            got.set()
+
+    def session() -> mqtt.Client:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="persistent", clean_session=False)
+        c.on_message = on_message
+        c.connect(mosquitto.host, mosquitto.port)
+        return c
+
+    subscribed = threading.Event()
+    sub = session()
+    sub.on_subscribe = lambda *_args: subscribed.set()
+    sub.loop_start()
+    sub.subscribe("t/q", qos=1)
+    assert subscribed.wait(5)
+    sub.loop_stop()
+    sub.disconnect()
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="pub-q")
+    pub.connect(mosquitto.host, mosquitto.port)
+    pub.loop_start()
+    pub.publish("t/q", b"queued", qos=1).wait_for_publish(5)
+    pub.loop_stop()
+    pub.disconnect()
+    mosquitto.restart()
+    sub = session()
+    sub.loop_start()
+    try:
+        assert got.wait(10), "the queued message did not survive the restart"
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
