@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -45,7 +46,14 @@ def start_driver(
         str(mosquitto.port),
         *extra,
     ]
-    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_ready(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """The driver prints `ready` once its signal handlers are in place."""
+    assert proc.stdout is not None
+    readable, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert readable and proc.stdout.readline().strip() == b"ready", "driver never became ready"
 
 
 def wait_until(cond: object, timeout: float, what: str) -> None:
@@ -96,6 +104,8 @@ def test_kill9_loop_loses_and_duplicates_nothing(
             procs.append(final)
             receiver.wait_for(lambda r: r.stored_readings >= taken, 40)
             wait_until(lambda: read_stats(db).depth == 0, 20, "outbox empty (all receipted)")
+            # The outbox may have been empty already: SIGTERM only once the handlers exist.
+            wait_ready(final)
             final.send_signal(signal.SIGTERM)
             assert final.wait(15) == 0
     finally:
