@@ -49,12 +49,17 @@ class Gen:
         self.sites = sorted(self.signers)
         self.per_batch = a.per_batch
         self.template = site_readings(a.per_batch)
-        self.seq = dict.fromkeys(self.sites, 0)
+        self.seq_base = a.seq_base
+        self.seq = dict.fromkeys(self.sites, a.seq_base)
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.published: dict[Key, float] = {}
         self.receipted: dict[Key, float] = {}
-        t0 = int(time.time() * 1000)
+        # Readings start `start_ago_s` back; a site's batches follow each other by the span of one
+        # batch (so no two share a point and time, which storage would keep only once).
+        self.sent = int(time.time() * 1000)
+        t0 = self.sent - int(a.start_ago_s * 1000)
+        self.step_ms = self.template[-1].t - self.template[0].t + 5000
         self.warm = self._sign(len(self.sites), t0)
         self.bursts = [
             self._sign(a.burst_batches, t0, dup_share=a.dup_share) for _ in range(a.bursts)
@@ -81,9 +86,9 @@ class Gen:
             site = self.sites[i % len(self.sites)]
             self.seq[site] += 1
             seq = self.seq[site]
-            t = t0 + seq * 5000
+            t = t0 + (seq - self.seq_base) * self.step_ms
             rs = tuple(r._replace(t=t + (r.t - base[0].t)) for r in base)
-            batch = messages.TelemetryBatch(site, "loadgen", seq, t0, rs)
+            batch = messages.TelemetryBatch(site, "loadgen", seq, self.sent, rs)
             topic = self.topics.telemetry(site)
             body = self.signers[site].seal_bytes(messages.encode(batch), topic)
             out.append(((site, seq), topic, body, False))
@@ -171,6 +176,10 @@ def main() -> None:
     p.add_argument("--dup-share", type=float, default=0.05)
     p.add_argument("--rate-batches", type=int, nargs="*", default=[])
     p.add_argument("--inflight", type=int, default=1000)
+    p.add_argument("--start-ago-s", type=float, default=0.0, help="readings start this far back")
+    p.add_argument(
+        "--seq-base", type=int, default=0, help="first seq - 1 (a second generator on one database)"
+    )
     a = p.parse_args()
     gen = Gen(a)
     print("ready", flush=True)
