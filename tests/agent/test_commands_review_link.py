@@ -4,17 +4,12 @@ reserve stop never waits behind a slow breaker, and acks survive a broker outage
 from __future__ import annotations
 
 import asyncio
-import os
-import pwd
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from agent.acks import AckQueue, QueuedAck
 from protocols.messages import AckStatus, BreakerSet, PeakShave
-from simulators.broker import Broker, mosquitto_available
+from simulators.broker import Broker
 from simulators.modbus.faults import Fault, FaultKind
 from simulators.physics.battery import BatteryMode
 from simulators.spec import BatterySpec, BreakerSpec, SiteSpec
@@ -76,30 +71,13 @@ async def test_reserve_stop_does_not_wait_for_a_settling_breaker(
         assert live.agent.audit.verify().ok
 
 
-@pytest.fixture
-def durable_mosquitto(tmp_path: Path) -> Iterator[Broker]:
-    """A mosquitto whose persistence works across a restart also when the tests run as root
-    (mosquitto would switch to its own user, unable to write the test's directory): the test
-    subscriber's persistent session, and what was queued for it, survive the restart."""
-    if not mosquitto_available():
-        pytest.skip("mosquitto is not installed")
-    user = pwd.getpwuid(os.getuid()).pw_name
-    broker = Broker(kind="mosquitto", workdir=tmp_path / "mosquitto", extra_config=f"user {user}\n")
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
 async def test_an_ack_finished_while_the_broker_is_down_arrives_once_after(
-    tmp_path: Path, durable_mosquitto: Broker
+    tmp_path: Path, mosquitto: Broker
 ) -> None:
     """The command arrives, the broker stops while the breaker settles, the outcome is known
     with no link: the signed ack waits in the agent's database and is published, the very same
     bytes, once the broker is back (at least once by design; here exactly once)."""
     spec = slow_breaker_site()
-    mosquitto = durable_mosquitto
     async with running(tmp_path, mosquitto, spec=spec, speed=SPEED, poll_s=POLL_S) as live:
         opening = live.op.send(live.clock, BreakerSet(4, False))
         await wait_for(lambda: breaker_written(live), timeout=10)
