@@ -189,12 +189,10 @@ def cpu_seconds(pid: int | None = None) -> float:
 
 @contextlib.contextmanager
 def mosquitto(extra_config: str = "") -> Iterator[Broker]:
-    """A private mosquitto on a free loopback port (simulators.broker), stopped afterwards,
-    with the production broker's `set_tcp_nodelay true`."""
+    """A private mosquitto on a free loopback port (simulators.broker), stopped afterwards."""
     if not mosquitto_available():
         raise SystemExit("mosquitto is not installed (apt-get install mosquitto)")
-    # As `sitewatt-aggregator broker-config` writes it for production: no Nagle delay.
-    broker = Broker(kind="mosquitto", extra_config="set_tcp_nodelay true\n" + extra_config)
+    broker = Broker(kind="mosquitto", extra_config=extra_config)
     broker.start()
     try:
         yield broker
