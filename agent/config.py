@@ -25,12 +25,11 @@ from pydantic import (
     SecretStr,
     ValidationError,
     ValidationInfo,
-    field_validator,
     model_validator,
 )
 
 from agent.errors import ConfigError
-from protocols.clock import DEFAULT_TZ, Clock, configured_clock, parse_time
+from protocols.clock import DEFAULT_TZ, ClockSettings
 from protocols.errors import ConfigError as ProtocolConfigError
 from protocols.keys import load_public_key_hex
 from protocols.types import DeviceKind
@@ -172,31 +171,6 @@ class InterlocksConfig(_Frozen):
     before the coverage load is taken as the baseline of the load-rise rule."""
 
 
-class ClockConfig(_Frozen):
-    """Simulated time, for fleets and tests: `[clock] start, speed, anchor` (default: wall clock).
-
-    Every process of a simulated fleet is given the same three values so they agree on time
-    without talking (see `protocols.clock.configured_clock`).
-    """
-
-    start: str | float = "now"
-    speed: float = Field(1.0, gt=0, le=100_000)
-    anchor: float | None = None
-
-    @field_validator("start")
-    @classmethod
-    def _start_parses(cls, value: str | float) -> str | float:
-        if isinstance(value, str) and value != "now":
-            try:
-                parse_time(value)
-            except ValueError as exc:
-                raise ValueError(f"not 'now' or an ISO-8601 time ({exc})") from None
-        return value
-
-    def build(self) -> Clock:
-        return configured_clock(self.start, self.speed, self.anchor)
-
-
 class DeviceConfig(_Frozen):
     """One Modbus device: what it is, how to reach it, how often to poll it."""
 
@@ -245,7 +219,7 @@ class SiteConfig(_Frozen):
     polling: PollingConfig = Field(default_factory=PollingConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     interlocks: InterlocksConfig = Field(default_factory=InterlocksConfig)
-    clock: ClockConfig = Field(default_factory=ClockConfig)
+    clock: ClockSettings = Field(default_factory=ClockSettings)
     devices: dict[str, DeviceConfig] = Field(min_length=1)
     profiles_dir: ConfigPath = Field(Path("profiles"), validate_default=True)
     source: Path | None = Field(None, exclude=True)
@@ -527,7 +501,6 @@ def load_config(path: str | Path) -> SiteConfig:
 __all__ = [
     "GATEWAY_DEVICE",
     "BrokerConfig",
-    "ClockConfig",
     "DeviceConfig",
     "GatewayConfig",
     "InterlocksConfig",

@@ -16,13 +16,12 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
 from aggregator.alarms import AlarmConfig
 from aggregator.errors import ConfigError
-from protocols.clock import Clock, configured_clock, parse_time
+from protocols.clock import ClockSettings
 
 DEFAULT_PREFIX = "sitewatt/v1"
 
@@ -118,28 +117,6 @@ class ControlConfig(_Frozen):
     enabled: bool = False
 
 
-class ClockConfig(_Frozen):
-    """Simulated time for fleets and tests (default: the wall clock); every process of a
-    simulated fleet gets the same start, speed and anchor (`protocols.clock.configured_clock`)."""
-
-    start: str | float = "now"
-    speed: float = Field(default=1.0, gt=0, le=100_000)
-    anchor: float | None = None
-
-    @field_validator("start")
-    @classmethod
-    def _start_parses(cls, value: str | float) -> str | float:
-        if isinstance(value, str) and value != "now":
-            try:
-                parse_time(value)
-            except ValueError as exc:
-                raise ValueError(f"not 'now' or an ISO-8601 time ({exc})") from None
-        return value
-
-    def build(self) -> Clock:
-        return configured_clock(self.start, self.speed, self.anchor)
-
-
 class AggregatorConfig(_Frozen):
     broker: BrokerConfig = BrokerConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -149,7 +126,7 @@ class AggregatorConfig(_Frozen):
     ingest: IngestConfig = IngestConfig()
     control: ControlConfig = ControlConfig()
     alarms: AlarmConfig = AlarmConfig()
-    clock: ClockConfig = ClockConfig()
+    clock: ClockSettings = ClockSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @property
@@ -191,7 +168,6 @@ __all__ = [
     "DEFAULT_PREFIX",
     "AggregatorConfig",
     "BrokerConfig",
-    "ClockConfig",
     "ControlConfig",
     "DatabaseConfig",
     "HttpConfig",

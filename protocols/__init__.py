@@ -1,7 +1,7 @@
 """What the agent, the aggregator and the simulators share; no I/O beyond encode/decode.
 
 Modules, one concept each:
-    clock       Clock, SystemClock, SimClock, ManualClock, local-time helpers
+    clock       Clock, SystemClock, SimClock, ManualClock, ClockSettings, local-time helpers
     types       Quality, Reading, DeviceKind
     errors      the error tree (ProtocolError and below)
     profiles    device register maps (TOML) and their validation

@@ -13,6 +13,8 @@ from datetime import UTC, datetime, tzinfo
 from typing import Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 DEFAULT_TZ = "Asia/Shanghai"
 
 
@@ -104,6 +106,33 @@ def configured_clock(
     return SimClock(start=t0, speed=speed, anchor=wall)
 
 
+class ClockSettings(BaseModel):
+    """A config's `[clock]` section: start, speed, anchor (default: the wall clock).
+
+    The agent's and the aggregator's configs both hold one; every process of a simulated fleet
+    is given the same three values so they agree on time without talking (`configured_clock`).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    start: str | float = "now"
+    speed: float = Field(1.0, gt=0, le=100_000)
+    anchor: float | None = None
+
+    @field_validator("start")
+    @classmethod
+    def _start_parses(cls, value: str | float) -> str | float:
+        if isinstance(value, str) and value != "now":
+            try:
+                parse_time(value)
+            except ValueError as exc:
+                raise ValueError(f"not 'now' or an ISO-8601 time ({exc})") from None
+        return value
+
+    def build(self) -> Clock:
+        return configured_clock(self.start, self.speed, self.anchor)
+
+
 def now_ms(clock: Clock) -> int:
     """The clock's time as Unix milliseconds, the unit on the wire."""
     return int(clock.now() * 1000)
@@ -139,6 +168,7 @@ def parse_time(value: str | float | int) -> float:
 __all__ = [
     "DEFAULT_TZ",
     "Clock",
+    "ClockSettings",
     "ManualClock",
     "SimClock",
     "SystemClock",
