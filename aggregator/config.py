@@ -22,6 +22,7 @@ from pydantic import (
 from aggregator.alarms import AlarmConfig
 from aggregator.errors import ConfigError
 from protocols.clock import ClockSettings
+from protocols.validation import validation_problems
 
 DEFAULT_PREFIX = "sitewatt/v1"
 
@@ -136,20 +137,13 @@ class AggregatorConfig(_Frozen):
         return int(seconds * 1000)
 
 
-def _format(exc: ValidationError, source: str) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        parts.append(f"{loc}: {err['msg']}")
-    return f"{source}: " + "; ".join(parts)
-
-
 def config_from_dict(data: dict[str, Any], *, source: str = "config") -> AggregatorConfig:
     """Validate a parsed config; ConfigError names each bad key by its dotted path."""
     try:
         return AggregatorConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format(exc, source)) from exc
+        problems = "; ".join(validation_problems(exc, root="(top level)"))
+        raise ConfigError(f"{source}: {problems}") from exc
 
 
 def load_config(path: Path | str) -> AggregatorConfig:

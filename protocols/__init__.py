@@ -13,6 +13,7 @@ Modules, one concept each:
     topics      MQTT topic builders and parser
     messages    the wire messages (telemetry, state, receipt, command, ack, …)
     control     tariffs, reserve, economics and the pure planners
+    validation  a pydantic ValidationError as "key.path: problem" lines
 """
 
 from protocols.clock import Clock, ManualClock, SimClock, SystemClock

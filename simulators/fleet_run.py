@@ -44,6 +44,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from protocols.clock import parse_time
+from protocols.validation import validation_problems
 from simulators.errors import ScenarioError
 from simulators.modbus.faults import FaultKind
 from simulators.scenario import FleetScenario, parse_scenario, targets
@@ -141,11 +142,8 @@ def parse_run(data: Mapping[str, Any], *, source: str = "<memory>") -> FleetRun:
 
 
 def _format(source: str, where: str, exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err.get("loc", ()) if not str(x).endswith("Inject"))
-        parts.append(f"{source}: {where}{'.' + loc if loc else ''}: {err.get('msg', 'invalid')}")
-    return "\n".join(parts)
+    problems = validation_problems(exc, root="", within=where, drop_suffix="Inject")
+    return "\n".join(f"{source}: {p}" for p in problems)
 
 
 def load_run(path: str | Path) -> FleetRun:

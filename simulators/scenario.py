@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from protocols.clock import parse_time
 from protocols.types import DeviceKind
+from protocols.validation import validation_problems
 from simulators.errors import ScenarioError
 from simulators.modbus.faults import Clock as FaultClock
 from simulators.modbus.faults import Fault, FaultKind
@@ -466,11 +467,8 @@ Scenario = SiteScenario | FleetScenario
 
 
 def _format(source: str, exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err.get("loc", ()) if not str(x).endswith("Cfg"))
-        lines.append(f"{source}: {loc or '(top)'}: {err.get('msg', 'invalid')}")
-    return "\n".join(lines)
+    problems = validation_problems(exc, root="(top)", drop_suffix="Cfg")
+    return "\n".join(f"{source}: {p}" for p in problems)
 
 
 def parse_scenario(data: Mapping[str, Any], *, source: str = "<memory>") -> Scenario:

@@ -51,6 +51,7 @@ from protocols.control.economics import Battery, Chemistry
 from protocols.control.emissions import EmissionFactor, emission_factor
 from protocols.control.errors import ControlError
 from protocols.control.policy import ControlPolicy
+from protocols.validation import validation_problems
 
 
 class _Frozen(BaseModel):
@@ -162,18 +163,12 @@ class PolicyLayer:
         return info.region == self.name or info.site in self.sites
 
 
-def _problems(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
-    )
-
-
 def validate_policy(data: Mapping[str, Any], *, source: str) -> SitePolicy:
     """A (partial or merged) policy mapping as a SitePolicy; ConfigError names source and key."""
     try:
         return SitePolicy.model_validate(dict(data))
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {_problems(exc)}") from exc
+        raise ConfigError(f"{source}: {'; '.join(validation_problems(exc))}") from exc
 
 
 def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aggregator.errors import ConfigError
+from protocols.validation import validation_problems
 
 
 class ControlSettings(BaseModel):
@@ -64,12 +65,7 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "config") ->
     try:
         return ControlSettings.model_validate(dict(data))
     except ValidationError as exc:
-        problems = "; ".join(
-            "control." + ".".join(str(x) for x in e["loc"]) + f": {e['msg']}"
-            if e["loc"]
-            else f"control: {e['msg']}"
-            for e in exc.errors()
-        )
+        problems = "; ".join(validation_problems(exc, within="control"))
         raise ConfigError(f"{source}: {problems}") from exc
 
 

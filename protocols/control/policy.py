@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from protocols.control.dormant import DormantPolicy
 from protocols.control.errors import ControlConfigError
 from protocols.control.peak import PeakPolicy
+from protocols.validation import validation_problems
 
 
 class ControlPolicy(BaseModel):
@@ -38,9 +39,7 @@ def policy_from_mapping(data: Mapping[str, Any], *, source: str = "<policy>") ->
     try:
         return ControlPolicy.model_validate(dict(data))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(validation_problems(exc))
         raise ControlConfigError(f"{source}: {problems}") from exc
 
 

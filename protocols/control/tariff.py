@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from protocols.clock import DEFAULT_TZ, local_time, zone
 from protocols.control.errors import TariffError
+from protocols.validation import validation_problems
 
 log = logging.getLogger(__name__)
 
@@ -324,9 +325,7 @@ def tariff_from_mapping(data: Mapping[str, Any], *, source: str = "<tariff>") ->
     try:
         return Tariff.model_validate(dict(data))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(validation_problems(exc))
         raise TariffError(f"{source}: {problems}") from exc
 
 

@@ -14,6 +14,7 @@ from protocols.control.dormant import Channel, ChannelRole
 from protocols.control.emissions import EmissionFactor, emission_factor
 from protocols.control.errors import ControlConfigError, ControlError
 from protocols.control.policy import ControlPolicy, policy_from_mapping
+from protocols.validation import validation_problems
 from simulators.errors import ScenarioError
 
 
@@ -81,12 +82,6 @@ class ComparePolicy:
     emissions: EmissionFactor = field(default_factory=emission_factor)
 
 
-def _problems(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
-    )
-
-
 def policy_from_file_mapping(
     data: Mapping[str, Any], *, name: str, source: str = "<policy>"
 ) -> ComparePolicy:
@@ -101,7 +96,7 @@ def policy_from_file_mapping(
         control = policy_from_mapping(planner, source=source)
         factor = emission_factor(f.emissions.set, f.emissions.year, f.emissions.region)
     except ValidationError as exc:
-        raise ScenarioError(f"{source}: {_problems(exc)}") from None
+        raise ScenarioError(f"{source}: {'; '.join(validation_problems(exc))}") from None
     except ControlConfigError as exc:  # already names the source
         raise ScenarioError(str(exc)) from None
     except ControlError as exc:
