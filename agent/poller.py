@@ -227,6 +227,7 @@ class Poller:
         self.latest = Latest()
         self._rng = rng or random.Random()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
         self.buses: dict[str, ModbusBus] = dict(buses or {})
         self.devices: dict[str, DeviceState] = {}
         self.by_bus: dict[str, list[DeviceState]] = {}
@@ -251,15 +252,33 @@ class Poller:
     async def start(self) -> None:
         if self._tasks:
             return
+        self._stopped = False
         for bus_name, devs in self.by_bus.items():
             task = asyncio.create_task(self._run_bus(bus_name, devs), name=f"poll {bus_name}")
             self._tasks.append(task)
 
     async def stop(self) -> None:
+        """Cancel every bus task and wait until each has ended, then close the buses.
+
+        No time limit: a task that outlived a bounded wait went on to append to an outbox its
+        agent had closed ("append failed: closed database" under fleet load). A task slow to
+        give way is cancelled again every 5 s. From the first line on, nothing reaches the sink
+        or the listeners, so a poll still running outside these tasks (a command's read-back)
+        ends without reporting. Cancelling `stop` itself leaves the tasks cancelled and tracked;
+        calling it again waits for them.
+        """
+        self._stopped = True
         for task in self._tasks:
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5.0)
+        pending = {t for t in self._tasks if not t.done()}
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=5.0)
+            if pending:
+                log.warning(
+                    "%d poll task(s) still running after stop; cancelling again", len(pending)
+                )
+                for task in pending:
+                    task.cancel()
         self._tasks.clear()
         for bus in self.buses.values():
             await bus.close()
@@ -277,6 +296,8 @@ class Poller:
         bus = self.bus_of(device_id)
         t = now_ms(self.clock)
         result = await read_device(bus, dev, t)
+        if self._stopped:
+            return result  # stopped while reading: the outbox may be closed already
         dev.polls += 1
         dev.last_poll_t = t / 1000.0
         dev.poll_times.append(t / 1000.0)

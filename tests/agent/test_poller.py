@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,45 @@ def test_profile_problems_name_the_device(tmp_path: Path) -> None:
     text = str(info.value)
     assert "devices.bat.profile: 'breaker_breakwell_sb8' is a breaker profile" in text
     assert "devices.bat.deadbands.nope" in text
+
+
+async def test_stop_with_polls_in_flight_leaves_nothing_to_append(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stop while the bus task's read and a command's read-back both wait on a hung device:
+    every bus task has ended when stop returns, and nothing reaches the sink afterwards (an
+    agent closes its outbox right after)."""
+    async with SilentServer() as hung:
+        cfg = site_config(
+            tmp_path,
+            {
+                "hung": dev(
+                    "breaker",
+                    "breaker_breakwell_sb8",
+                    hung.port,
+                    poll_interval_s=1.0,
+                    timeout_s=1.0,
+                    retries=0,
+                )
+            },
+        )
+        closed: list[bool] = []
+        late: list[object] = []
+
+        def sink(readings: object) -> None:
+            if closed:
+                late.append(readings)
+
+        poller = Poller(cfg, load_device_profiles(cfg), sink, SystemClock())
+        await poller.start()
+        bus = poller.bus_of("hung")
+        await wait_for(lambda: bus.stats.requests >= 1)  # the bus task's read is in flight
+        readback = asyncio.create_task(poller.poll_once("hung"))  # waits on the bus lock
+        tasks = list(poller._tasks)
+        await poller.stop()
+        closed.append(True)
+        assert tasks and all(t.done() for t in tasks)
+        result = await asyncio.wait_for(readback, 10)  # it ends (device silent) ...
+        assert not result.answered
+        assert late == []  # ... without reporting
+        assert not [r for r in caplog.records if r.name.startswith("agent")]
