@@ -16,6 +16,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.command_db import open_command_db
 from agent.errors import AuditError
 
 _SCHEMA = """
@@ -47,14 +48,7 @@ class AckQueue:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise AuditError(f"{self.path}: cannot open the ack queue: {exc}") from exc
+        self._db = open_command_db(self.path, schema=_SCHEMA, what="the ack queue")
 
     def close(self) -> None:
         self._db.close()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.command_db import open_command_db
 from agent.errors import AuditError
 
 GENESIS = bytes(32)
@@ -107,19 +108,9 @@ class AuditLog:
 
     def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
         self.path = Path(path)
-        try:
-            if read_only:
-                self._db = sqlite3.connect(
-                    f"file:{self.path}?mode=ro", uri=True, timeout=5.0, check_same_thread=False
-                )
-            else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._db = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False)
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=FULL")
-                self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise AuditError(f"{self.path}: cannot open the audit tables: {exc}") from exc
+        self._db = open_command_db(
+            self.path, schema=_SCHEMA, what="the audit tables", read_only=read_only
+        )
 
     def close(self) -> None:
         self._db.close()
