@@ -15,7 +15,6 @@ the outbox (it is appended before anything else happens to it).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,7 @@ from agent.commands import CommandProcessor, SiteDevices
 from agent.config import SiteConfig
 from agent.delivery import Delivery, DeliverySettings
 from agent.delivery_rules import DeliveryPolicy
+from agent.guard_loop import GUARD_MIN_WALL_S, TICK_S, GuardLoop
 from agent.health import GatewayHealth
 from agent.identity import SiteIdentity, load_identity
 from agent.modbus_bus import ModbusBus
@@ -39,9 +39,6 @@ from protocols.topics import Topics
 from protocols.types import DeviceKind, Reading
 
 log = logging.getLogger(__name__)
-
-TICK_S = 1.0
-"""How often (clock seconds) leases and interlocks are looked at without a poll prompting it."""
 
 
 def link_settings(config: SiteConfig) -> LinkSettings:
@@ -143,8 +140,19 @@ class Agent:
             DeviceKind.BREAKER,
             DeviceKind.RECTIFIER,
         }
-        self._prompt = asyncio.Event()
-        self._reserve_prompt = asyncio.Event()
+        # Leases, aggregator-offline restores and interlock acts: prompted by a command, the
+        # aggregator going offline or a poll (paced: at most every GUARD_MIN_WALL_S), or a tick.
+        self.guard = GuardLoop(
+            f"{config.site_id}: guard", self.clock, self._guard_step, prompt_gap_s=GUARD_MIN_WALL_S
+        )
+        # The reserve stop, in a loop of its own: the guard may wait on the command lock (a
+        # breaker settling), this never does (`CommandProcessor.enforce_battery`). Prompted by
+        # every poll, unpaced, so it acts within one poll of the SOC reaching the reserve.
+        self.reserve_guard = GuardLoop(
+            f"{config.site_id}: reserve", self.clock, self.commands.enforce_battery
+        )
+        self._prompt = self.guard.prompt
+        self._reserve_prompt = self.reserve_guard.prompt
         self._offline = asyncio.Event()
         self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -184,42 +192,17 @@ class Agent:
             return
         await self.poller.start()
         self._tasks.append(asyncio.create_task(self.delivery.run(), name="delivery"))
-        self._tasks.append(asyncio.create_task(self._guard(), name="guard"))
-        self._tasks.append(asyncio.create_task(self._reserve_guard(), name="reserve"))
+        self._tasks.append(asyncio.create_task(self.guard.run(), name="guard"))
+        self._tasks.append(asyncio.create_task(self.reserve_guard.run(), name="reserve"))
         if self.health is not None:
             self._tasks.append(asyncio.create_task(self.health.run(), name="health"))
 
-    async def _guard(self) -> None:
-        """Leases, aggregator-offline restores and interlock acts, prompted or every tick."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._prompt.wait(), TICK_S / max(self.clock.speed, 1e-9))
-            self._prompt.clear()
-            try:
-                if self._offline.is_set():
-                    self._offline.clear()
-                    await self.commands.aggregator_offline()
-                await self.commands.expire_leases()
-                await self.commands.enforce_dormant()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("%s: guard step failed", self.config.site_id)
-
-    async def _reserve_guard(self) -> None:
-        """The reserve stop, in a task of its own: the guard may wait on the command lock (a
-        breaker settling), this never does (`CommandProcessor.enforce_battery`)."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                wall = TICK_S / max(self.clock.speed, 1e-9)
-                await asyncio.wait_for(self._reserve_prompt.wait(), wall)
-            self._reserve_prompt.clear()
-            try:
-                await self.commands.enforce_battery()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("%s: reserve step failed", self.config.site_id)
+    async def _guard_step(self) -> None:
+        if self._offline.is_set():
+            self._offline.clear()
+            await self.commands.aggregator_offline()
+        await self.commands.expire_leases()
+        await self.commands.enforce_dormant()
 
     async def stop(self) -> None:
         """Stop polling, flush delivery (offline state, disconnect), close the databases."""
