@@ -314,6 +314,11 @@ class Poller:
             values = [r.value for r in readings]
             qualities = [r.quality for r in readings]
             chosen = dev.filter.select(t, values, qualities)
+            if not result.answered:
+                # Every failed attempt is reported (DESIGN: a silent device's points are
+                # reported comm-error): report-by-exception would send it once, and the
+                # aggregator would never see the silence last. Backoff keeps these rare.
+                chosen = list(range(len(readings)))
             if chosen:
                 if len(chosen) == len(readings):
                     self.sink(readings)

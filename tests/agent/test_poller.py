@@ -189,3 +189,25 @@ async def test_stop_with_polls_in_flight_leaves_nothing_to_append(
         assert not result.answered
         assert late == []  # ... without reporting
         assert not [r for r in caplog.records if r.name.startswith("agent")]
+
+
+async def test_every_failed_poll_reports_comm_error(tmp_path: Path) -> None:
+    """Report-by-exception does not hide a device that keeps failing: each failed attempt
+    sends its points as comm-error, so the aggregator sees how long the silence lasts."""
+    async with SilentServer() as hung:
+        cfg = site_config(
+            tmp_path,
+            {"hung": dev("breaker", "breaker_breakwell_sb8", hung.port, timeout_s=0.1, retries=0)},
+        )
+        sink = Collector()
+        poller = Poller(cfg, load_device_profiles(cfg), sink, SystemClock())
+        try:
+            first = await poller.poll_once("hung")
+            second = await poller.poll_once("hung")
+        finally:
+            await poller.stop()
+        assert not first.answered and not second.answered
+        ch1 = sink.of("hung", "ch1_closed")
+        assert len(ch1) == 2 and ch1[0].t < ch1[1].t
+        assert all(r.value is None and r.quality is Quality.COMM_ERROR for r in ch1)
+        assert len(sink.readings) == 2 * len(first.readings)

@@ -262,6 +262,25 @@ def test_comm_loss_confirmed_by_time_check_when_readings_come_by_exception() -> 
     assert summary(events) == [("raised", "comm_loss", "bat", 61)]
 
 
+@pytest.mark.parametrize(
+    ("name", "check_after_s", "expected"),
+    [
+        ("before raise_after_s: still pending", 59.9, []),
+        ("at raise_after_s: raised by the time check", 60, [("raised", "comm_loss", "bat", 60)]),
+        ("long after: raised at the check's time", 600, [("raised", "comm_loss", "bat", 600)]),
+    ],
+)
+def test_comm_loss_from_one_reported_failure_confirmed_by_time_check_alone(
+    name: str, check_after_s: float, expected: list[tuple[str, str, str, int]]
+) -> None:
+    """One comm-error poll at t, no further readings (report by exception, device backed off),
+    no presence input: the time check at t + raise_after_s confirms the alarm by itself."""
+    state, events = run([comm_poll(0)], CFG)
+    assert events == []
+    state, events = evaluate_time(state, int(check_after_s * S), CFG)
+    assert summary(events) == expected, name
+
+
 # --- site offline --------------------------------------------------------------------------------
 
 
