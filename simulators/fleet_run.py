@@ -41,13 +41,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from protocols.clock import parse_time
 from protocols.validation import validation_problems
 from simulators.errors import ScenarioError
 from simulators.modbus.faults import FaultKind
-from simulators.scenario import FleetScenario, parse_scenario, targets
+from simulators.scenario import FleetScenario, Targeted, Timed, parse_scenario, targets
 
 
 class _Cfg(BaseModel):
@@ -61,39 +60,12 @@ class RunCfg(_Cfg):
     report: bool = True
 
 
-class _Timed(_Cfg):
-    at: str | float | None = None
-    after_h: float | None = Field(None, ge=0.0)
-
-    @model_validator(mode="after")
-    def _one_time(self) -> _Timed:
-        if (self.at is None) == (self.after_h is None):
-            raise ValueError("give exactly one of 'at' (time) or 'after_h' (hours after start)")
-        if isinstance(self.at, str):
-            try:
-                parse_time(self.at)
-            except ValueError as exc:
-                raise ValueError(f"at: {exc}") from None
-        return self
-
-    def when(self, start: float) -> float:
-        if self.at is not None:
-            return parse_time(self.at)
-        return start + (self.after_h or 0.0) * 3600.0
-
-
-class _Targeted(_Timed):
-    region: str | None = None
-    share: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int = 1
-
-
-class OutageInject(_Targeted):
+class OutageInject(Targeted):
     kind: Literal["outage"] = "outage"
     duration_h: float = Field(gt=0.0)
 
 
-class DeviceFaultInject(_Targeted):
+class DeviceFaultInject(Targeted):
     kind: Literal["device_fault"] = "device_fault"
     device: Literal["rectifier", "battery", "aircon", "breaker", "meter"]
     fault: FaultKind
@@ -101,7 +73,7 @@ class DeviceFaultInject(_Targeted):
     latency_ms: float = Field(500.0, ge=0.0, le=60_000.0)
 
 
-class BrokerRestartInject(_Timed):
+class BrokerRestartInject(Timed):
     kind: Literal["broker_restart"] = "broker_restart"
     down_s: float = Field(3.0, ge=0.0, le=600.0)
 

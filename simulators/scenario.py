@@ -65,18 +65,17 @@ class _Cfg(BaseModel):
 TimeValue = str | float
 
 
-def _when(at: TimeValue | None, after_h: float | None, start: float) -> float:
-    if at is not None:
-        return parse_time(at)
-    return start + (after_h or 0.0) * 3600.0
+class Timed(_Cfg):
+    """Something that happens once: at a time (`at`) or `after_h` hours after the start.
 
+    Scenario events and faults take it, and so do the fleet run's injections.
+    """
 
-class _Timed(_Cfg):
     at: TimeValue | None = None
     after_h: float | None = Field(None, ge=0.0)
 
     @model_validator(mode="after")
-    def _one_time(self) -> _Timed:
+    def _one_time(self) -> Timed:
         if (self.at is None) == (self.after_h is None):
             raise ValueError("give exactly one of 'at' (time) or 'after_h' (hours after start)")
         if isinstance(self.at, str):
@@ -87,10 +86,12 @@ class _Timed(_Cfg):
         return self
 
     def when(self, start: float) -> float:
-        return _when(self.at, self.after_h, start)
+        if self.at is not None:
+            return parse_time(self.at)
+        return start + (self.after_h or 0.0) * 3600.0
 
 
-class _Targeted(_Timed):
+class Targeted(Timed):
     """Which sites of a fleet an event hits: those of `region` (all if None), then a `share`
     of them drawn from `seed`. A single site is always hit."""
 
@@ -116,18 +117,18 @@ def targets(
     return tuple(s for s in pool if s in chosen)
 
 
-class OutageCfg(_Targeted):
+class OutageCfg(Targeted):
     kind: Literal["outage"] = "outage"
     duration_h: float = Field(gt=0.0)
 
 
-class HeatWaveCfg(_Targeted):
+class HeatWaveCfg(Targeted):
     kind: Literal["heat_wave"] = "heat_wave"
     duration_h: float = Field(gt=0.0)
     delta_c: float = Field(8.0, ge=-30.0, le=30.0)
 
 
-class ModuleFailureCfg(_Targeted):
+class ModuleFailureCfg(Targeted):
     kind: Literal["module_failure"] = "module_failure"
     module: int = Field(0, ge=0)
     duration_h: float | None = Field(None, gt=0.0)
@@ -156,7 +157,7 @@ def resolve_event(e: EventCfg, start: float) -> EventSpec:
     return RandomOutages(per_day=e.per_day, mean_duration_s=e.mean_duration_h * 3600.0)
 
 
-class FaultCfg(_Timed):
+class FaultCfg(Timed):
     """A Modbus fault on one device, in simulated time."""
 
     device: str = Field(min_length=1, description="device key (rectifier, battery, …)")
@@ -374,7 +375,7 @@ class FleetScenario(_Cfg):
     def _regions_known(self) -> FleetScenario:
         known = sorted(c.name for c in self.fleet.climates)
         for i, e in enumerate(self.events):
-            if isinstance(e, _Targeted) and e.region is not None and e.region not in known:
+            if isinstance(e, Targeted) and e.region is not None and e.region not in known:
                 raise ValueError(
                     f"events.{i}.region: {e.region!r} is not a climate of the fleet "
                     f"(a site's region is its climate's name): {', '.join(known)}"
@@ -451,7 +452,7 @@ class FleetScenario(_Cfg):
         for e in self.events:
             hit = (
                 targets(sites, region=e.region, share=e.share, seed=e.seed)
-                if isinstance(e, _Targeted)
+                if isinstance(e, Targeted)
                 else tuple(out)
             )
             for s in hit:
@@ -518,6 +519,8 @@ __all__ = [
     "SimCfg",
     "SiteCfg",
     "SiteScenario",
+    "Targeted",
+    "Timed",
     "load_scenario",
     "load_site_scenario",
     "parse_scenario",
