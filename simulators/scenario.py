@@ -37,11 +37,11 @@ from simulators.spec import (
     ClimateSpec,
     EventSpec,
     HeatWaveEvent,
-    MeterSpec,
     ModuleFailureEvent,
     OutageEvent,
     RandomOutages,
     RectifierSpec,
+    SiteEquipment,
     SiteSpec,
     TrafficProfile,
     TrafficSpec,
@@ -224,20 +224,10 @@ def _default_devices(chem: Chemistry) -> dict[DeviceKind, EndpointCfg]:
     }
 
 
-class SiteCfg(_Cfg):
-    """The `[site]` table: identity and equipment (fields of `simulators.spec`)."""
+class SiteCfg(SiteEquipment):
+    """The `[site]` table: identity and equipment (fields of `simulators.spec`), and a tariff."""
 
-    id: str = Field("site-1", min_length=1, max_length=64)
-    tz: str = "Asia/Shanghai"
-    seed: int = 1
     tariff: str | None = None
-    traffic: TrafficSpec = Field(default_factory=TrafficSpec)
-    breaker: BreakerSpec = Field(default_factory=BreakerSpec)
-    rectifier: RectifierSpec = Field(default_factory=RectifierSpec)
-    battery: BatterySpec = Field(default_factory=BatterySpec)
-    aircon: AirconSpec = Field(default_factory=AirconSpec)
-    climate: ClimateSpec = Field(default_factory=ClimateSpec)
-    meter: MeterSpec = Field(default_factory=MeterSpec)
 
 
 def _check_tariff(name: str | None) -> None:
@@ -284,20 +274,8 @@ class SiteScenario(_Cfg):
         )
 
     def site_spec(self, start: float) -> SiteSpec:
-        s = self.site
-        return SiteSpec(
-            id=s.id,
-            tz=s.tz,
-            seed=s.seed,
-            traffic=s.traffic,
-            breaker=s.breaker,
-            rectifier=s.rectifier,
-            battery=s.battery,
-            aircon=s.aircon,
-            climate=s.climate,
-            meter=s.meter,
-            events=tuple(resolve_event(e, start) for e in self.events),
-        )
+        events = tuple(resolve_event(e, start) for e in self.events)
+        return SiteSpec(**self.site.equipment(), events=events)
 
 
 # -- fleets ------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ directly. Every figure has a default taken from DOMAIN.md so that `SiteSpec()` i
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -191,8 +191,9 @@ EventSpec = Annotated[
 ]
 
 
-class SiteSpec(_Spec):
-    """One site: its equipment, climate, traffic and the events that will happen to it."""
+class SiteEquipment(_Spec):
+    """A site's identity, equipment, climate and traffic: what a scenario's `[site]` table
+    holds (`scenario.SiteCfg` adds its tariff) and what `SiteSpec` adds the events to."""
 
     id: str = Field("site-1", min_length=1, max_length=64)
     tz: str = "Asia/Shanghai"
@@ -204,6 +205,15 @@ class SiteSpec(_Spec):
     aircon: AirconSpec = Field(default_factory=AirconSpec)
     climate: ClimateSpec = Field(default_factory=ClimateSpec)
     meter: MeterSpec = Field(default_factory=MeterSpec)
+
+    def equipment(self) -> dict[str, Any]:
+        """Just these fields (not a subclass's own), as keyword arguments."""
+        return {name: getattr(self, name) for name in SiteEquipment.model_fields}
+
+
+class SiteSpec(SiteEquipment):
+    """One site: its equipment, climate, traffic and the events that will happen to it."""
+
     events: tuple[EventSpec, ...] = ()
 
     @model_validator(mode="after")
@@ -240,6 +250,7 @@ __all__ = [
     "RandomOutages",
     "RectifierSpec",
     "SavingLevel",
+    "SiteEquipment",
     "SiteSpec",
     "TrafficProfile",
     "TrafficSpec",
