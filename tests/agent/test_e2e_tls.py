@@ -5,8 +5,6 @@ access. The site's signed birth arrives; a wrong password is refused."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import os
 import shutil
 import ssl
@@ -19,10 +17,6 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.runtime import Agent
@@ -30,58 +24,13 @@ from protocols import envelope, messages
 from protocols.keys import generate_key, save_private_key
 from simulators.broker import MOSQUITTO, free_port, wait_port
 from tests.agent.devices_support import site_config, wait_for
+from tests.support.tls import make_pki
 
 pytestmark = pytest.mark.skipif(
     shutil.which("mosquitto_passwd") is None or not Path(MOSQUITTO).exists(),
     reason="mosquitto is not installed",
 )
 SITE = "site-tls"
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def make_certs(d: Path) -> tuple[Path, Path, Path]:
-    """A CA, and a server certificate for 127.0.0.1/localhost signed by it (PEM files)."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("sitewatt test CA"))
-        .issuer_name(_name("sitewatt test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    ca_path, cert_path, key_path = d / "ca.pem", d / "server.pem", d / "server.key"
-    ca_path.write_bytes(ca.public_bytes(pem))
-    cert_path.write_bytes(cert.public_bytes(pem))
-    key_path.write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return ca_path, cert_path, key_path
 
 
 @dataclass
@@ -96,7 +45,8 @@ class TlsBroker:
 def tls_broker(tmp_path: Path) -> Iterator[TlsBroker]:
     d = tmp_path / "broker"
     d.mkdir()
-    ca, cert, key = make_certs(d)
+    pki = make_pki(d)
+    ca, cert, key = pki.ca, pki.cert, pki.key
     users = {SITE: "site-secret", "observer": "observer-secret"}
     pw = d / "passwd"
     for i, (user, password) in enumerate(users.items()):

@@ -4,18 +4,12 @@ refusals, the will, and a lost broker failing what was in flight."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from agent.delivery import Delivery
 from agent.errors import LinkError
@@ -26,6 +20,7 @@ from simulators.broker import Broker, free_port, mosquitto_available, wait_port
 from tests.support.delivery_driver import reading
 from tests.support.delivery_fixtures import SITE, UNBOUNDED, Keys, running, settings, until
 from tests.support.receiver import Receiver
+from tests.support.tls import Pki, make_pki
 
 
 async def next_message(link: MqttLink, timeout: float = 5.0) -> Incoming:
@@ -88,72 +83,9 @@ async def test_clean_disconnect_sends_no_will(mosquitto: Broker) -> None:
 # -- TLS and per-site credentials ------------------------------------------------------------
 
 
-@dataclass
-class Pki:
-    ca: Path
-    cert: Path
-    key: Path
-    other_ca: Path
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(_name(cn))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
 @pytest.fixture
 def pki(tmp_path: Path) -> Pki:
-    ca_key, ca = _ca("sitewatt test CA")
-    _, other = _ca("someone else's CA")
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("127.0.0.1"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    d = tmp_path / "pki"
-    d.mkdir()
-    (d / "ca.pem").write_bytes(_pem(ca))
-    (d / "other.pem").write_bytes(_pem(other))
-    (d / "server.pem").write_bytes(_pem(cert))
-    (d / "server.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    return Pki(d / "ca.pem", d / "server.pem", d / "server.key", d / "other.pem")
+    return make_pki(tmp_path / "pki")
 
 
 @dataclass
