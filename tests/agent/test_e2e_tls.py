@@ -5,13 +5,10 @@ access. The site's signed birth arrives; a wrong password is refused."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import ssl
-import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +19,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.runtime import Agent
 from protocols import envelope, messages
 from protocols.keys import generate_key, save_private_key
-from simulators.broker import MOSQUITTO, free_port, wait_port
+from simulators.broker import MOSQUITTO, free_port
 from tests.agent.devices_support import site_config, wait_for
-from tests.support.tls import make_pki
+from tests.support.tls import TlsBroker, make_pki
 
 pytestmark = pytest.mark.skipif(
     shutil.which("mosquitto_passwd") is None or not Path(MOSQUITTO).exists(),
@@ -33,47 +30,15 @@ pytestmark = pytest.mark.skipif(
 SITE = "site-tls"
 
 
-@dataclass
-class TlsBroker:
-    host: str
-    port: int
-    ca: Path
-    users: dict[str, str]
-
-
 @pytest.fixture
 def tls_broker(tmp_path: Path) -> Iterator[TlsBroker]:
-    d = tmp_path / "broker"
-    d.mkdir()
-    pki = make_pki(d)
-    ca, cert, key = pki.ca, pki.cert, pki.key
     users = {SITE: "site-secret", "observer": "observer-secret"}
-    pw = d / "passwd"
-    for i, (user, password) in enumerate(users.items()):
-        flags = ["-c"] if i == 0 else []
-        subprocess.run(["mosquitto_passwd", *flags, "-b", str(pw), user, password], check=True)
-    port = free_port()
-    conf = d / "mosquitto.conf"
-    # Started as root, mosquitto drops to user "mosquitto", who cannot read pytest's 0700 tmp.
-    user = "user root\n" if os.geteuid() == 0 else ""
-    conf.write_text(
-        f"{user}listener {port} 127.0.0.1\n"
-        f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
-        f"password_file {pw}\nallow_anonymous false\npersistence false\n"
-    )
-    proc = subprocess.Popen(
-        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    b = TlsBroker(workdir=tmp_path / "broker", pki=make_pki(tmp_path / "pki"), users=users)
+    b.start()
     try:
-        wait_port("127.0.0.1", port, proc=proc)
-        yield TlsBroker("127.0.0.1", port, ca, users)
+        yield b
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        b.stop()
 
 
 class Observer:
@@ -89,7 +54,7 @@ class Observer:
         c.on_connect = lambda client, *a: client.subscribe(f"sitewatt/v1/{SITE}/state", qos=1)
         c.on_subscribe = lambda *a: ready.set()
         c.on_message = self._on_message
-        c.connect(b.host, b.port)
+        c.connect(b.host, b.tls_port)
         c.loop_start()
         assert ready.wait(10), "observer could not subscribe over TLS"
         self.client = c
@@ -123,7 +88,7 @@ def tls_config(tmp_path: Path, b: TlsBroker, password: str) -> Any:
         extra={
             "broker": {
                 "host": b.host,
-                "port": b.port,
+                "port": b.tls_port,
                 "tls": True,
                 "ca_file": str(b.ca),
                 "username": SITE,

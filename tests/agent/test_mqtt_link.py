@@ -4,9 +4,7 @@ refusals, the will, and a lost broker failing what was in flight."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,11 +14,11 @@ from agent.errors import LinkError
 from agent.mqtt_link import Incoming, LinkSettings, MqttLink, Will
 from agent.outbox import Outbox
 from protocols.clock import SystemClock
-from simulators.broker import Broker, free_port, mosquitto_available, wait_port
+from simulators.broker import Broker, free_port, mosquitto_available
 from tests.support.delivery_driver import reading
 from tests.support.delivery_fixtures import SITE, UNBOUNDED, Keys, running, settings, until
 from tests.support.receiver import Receiver
-from tests.support.tls import Pki, make_pki
+from tests.support.tls import Pki, TlsBroker, make_pki
 
 
 async def next_message(link: MqttLink, timeout: float = 5.0) -> Incoming:
@@ -88,45 +86,12 @@ def pki(tmp_path: Path) -> Pki:
     return make_pki(tmp_path / "pki")
 
 
-@dataclass
-class TlsBroker(Broker):
-    """mosquitto with a plain anonymous listener (for the test's receiver) and a TLS listener
-    that requires a username and password (for the agent)."""
-
-    tls_port: int = 0
-    pki: Pki | None = None
-    passwd: Path | None = None
-
-    def config_text(self) -> str:
-        assert self.pki is not None and self.passwd is not None
-        return (
-            "per_listener_settings true\n"
-            "user root\n"  # stay who we are when run as root: the files here are ours, 0600
-            "persistence false\n"
-            "log_dest stderr\nlog_type error\nlog_type warning\n"
-            f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
-            f"listener {self.tls_port} {self.host}\n"
-            f"cafile {self.pki.ca}\ncertfile {self.pki.cert}\nkeyfile {self.pki.key}\n"
-            "allow_anonymous false\n"
-            f"password_file {self.passwd}\n"
-        )
-
-
 @pytest.fixture
 def tls_broker(tmp_path: Path, pki: Pki) -> Iterator[TlsBroker]:
     if not mosquitto_available():
         pytest.skip("mosquitto is not installed")
-    passwd = tmp_path / "passwd"
-    subprocess.run(
-        ["mosquitto_passwd", "-b", "-c", str(passwd), f"site-{SITE}", "s3cret"],
-        check=True,
-        capture_output=True,
-    )
-    passwd.chmod(0o600)
-    b = TlsBroker(workdir=tmp_path / "mq-tls", tls_port=free_port(), pki=pki, passwd=passwd)
+    b = TlsBroker(workdir=tmp_path / "mq-tls", pki=pki, users={f"site-{SITE}": "s3cret"})
     b.start()
-    wait_port(b.host, b.tls_port, 10, proc=b.proc)
     try:
         yield b
     finally:

@@ -1,5 +1,6 @@
 """Throw-away PKI for TLS tests: a CA, a server certificate for 127.0.0.1 and localhost, and a
-second CA that signed nothing (a client trusting only it must refuse the server).
+second CA that signed nothing (a client trusting only it must refuse the server); and a mosquitto
+that serves it, with per-user passwords.
 
 Kept apart from `aggregator.broker_config.generate_tls` so agent tests need not import the
 aggregator; that one makes the lab CA an operator deploys, this one lives for a test.
@@ -9,13 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from dataclasses import dataclass
+import os
+import pwd
+import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from simulators.broker import Broker, free_port, wait_port
 
 
 @dataclass(frozen=True)
@@ -80,4 +86,56 @@ def make_pki(d: Path) -> Pki:
     return pki
 
 
-__all__ = ["Pki", "make_pki"]
+@dataclass
+class TlsBroker(Broker):
+    """mosquitto with a plain anonymous listener on `port` (for a test's own receiver) and a TLS
+    listener on `tls_port` that serves `pki` and wants a username and password from `users`."""
+
+    pki: Pki | None = None
+    users: dict[str, str] = field(default_factory=dict)
+    tls_port: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.tls_port == 0:
+            self.tls_port = free_port(self.host)
+
+    @property
+    def ca(self) -> Path:
+        assert self.pki is not None
+        return self.pki.ca
+
+    def config_text(self) -> str:
+        assert self.pki is not None and self.workdir is not None
+        return (
+            "per_listener_settings true\n"
+            # Stay who we are when run as root: the files here are ours, 0600.
+            f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
+            "persistence false\n"
+            "log_dest stderr\nlog_type error\nlog_type warning\n"
+            f"listener {self.port} {self.host}\n"
+            "allow_anonymous true\n"
+            f"listener {self.tls_port} {self.host}\n"
+            f"cafile {self.pki.ca}\ncertfile {self.pki.cert}\nkeyfile {self.pki.key}\n"
+            "allow_anonymous false\n"
+            f"password_file {self.workdir / 'passwd'}\n"
+        )
+
+    def start(self, timeout: float = 10.0) -> TlsBroker:
+        assert self.workdir is not None
+        passwd = self.workdir / "passwd"
+        passwd.unlink(missing_ok=True)
+        for user, password in self.users.items():
+            create = [] if passwd.exists() else ["-c"]
+            subprocess.run(
+                ["mosquitto_passwd", *create, "-b", str(passwd), user, password],
+                check=True,
+                capture_output=True,
+            )
+        passwd.chmod(0o600)
+        super().start(timeout)
+        wait_port(self.host, self.tls_port, timeout, proc=self.proc)
+        return self
+
+
+__all__ = ["Pki", "TlsBroker", "make_pki"]
