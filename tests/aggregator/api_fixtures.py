@@ -16,12 +16,11 @@ from fastapi import FastAPI
 
 from aggregator.alarms import AlarmConfig
 from aggregator.api import ApiContext, create_app
-from aggregator.auth import Role, generate_token, hash_token
+from aggregator.auth import generate_token, hash_token
 from aggregator.commands import Commands
 from aggregator.metrics import AggregatorMetrics
 from aggregator.sites import SiteRegistry
 from aggregator.storage import (
-    CommandStatus,
     SiteInfo,
     SiteState,
     SqliteStorage,
@@ -34,6 +33,7 @@ from protocols.envelope import Signer, unseal
 from protocols.keys import generate_key, kid_hex, public_key_hex
 from protocols.messages import AckStatus
 from protocols.types import Quality, Reading
+from tests.support.aggregator_data import add_applied_peak_shave, add_role_tokens
 
 T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC, ms
 MIN = 60_000
@@ -141,23 +141,14 @@ def fill(storage: SqliteStorage) -> str:
     old = storage.add_alarm("s1", "mains_failure", "major", "mains", T0 + MIN, device="meter")
     storage.clear_alarm(old.id, T0 + 3 * MIN)
     storage.add_alarm("s2", "site_offline", "critical", "death", T0 + 5)
-    cmd = storage.new_command(
+    add_applied_peak_shave(
+        storage,
         command_id=str(uuid4()),
         site="s1",
-        action="battery.peak_shave",
-        params={"discharge_limit_w": 2000.0},
+        limit_w=2000.0,
         issued_ms=NOW - 10 * MIN,
-        expires_ms=NOW - 9 * MIN,
         lease_s=1800,
-        issued_by="planner",
-    )
-    storage.mark_command_sent(cmd.id, NOW - 10 * MIN)
-    storage.record_ack(
-        cmd.id,
-        status=CommandStatus.APPLIED.value,
-        ack_ms=NOW - 10 * MIN + 35,
-        readback={"bat.mode": 2, "bat.discharge_power_limit_w": 2000.0},
-        rtt_ms=35.0,
+        rtt_ms=35,
     )
     return kid_hex(spare)
 
@@ -166,10 +157,7 @@ def make_fleet(db: Path) -> Fleet:
     storage = open_storage(db)
     spare = fill(storage)
     clock = ManualClock(NOW / 1000)
-    tokens: dict[str, str] = {}
-    for role in Role:
-        tokens[role.value] = generate_token()
-        storage.add_token(f"{role.value}-token", role.value, hash_token(tokens[role.value]), T0)
+    tokens = add_role_tokens(storage, T0, suffix="-token")
     tokens["revoked"] = generate_token()
     revoked = storage.add_token("gone", "admin", hash_token(tokens["revoked"]), T0)
     storage.revoke_token(revoked.id, T0 + 1)

@@ -17,15 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from aggregator.api import ApiContext, create_app
 from aggregator.api.server import ApiServer
-from aggregator.auth import Role, generate_token, hash_token
 from aggregator.commands import Commands
 from aggregator.storage import (
-    CommandStatus,
     SiteInfo,
     SiteState,
     SqliteStorage,
@@ -38,6 +35,7 @@ from protocols.keys import generate_key, kid_hex, public_key_hex
 from protocols.types import Quality, Reading
 from simulators.broker import Broker, mosquitto_available
 from tests.browser.live_fleet import LiveFleet
+from tests.support.aggregator_data import add_applied_peak_shave, add_role_tokens, api_get
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -147,23 +145,14 @@ def fill_fleet(storage: SqliteStorage, now_ms: int) -> None:
         "north-01", "mains_failure", "critical", "mains lost", now_ms - 150 * MIN, device="meter"
     )
     storage.clear_alarm(old.id, now_ms - 140 * MIN)
-    cmd = storage.new_command(
+    add_applied_peak_shave(
+        storage,
         command_id="6f1c1f9e-6c0b-4d5c-9a53-0a4a0c6b9e01",
         site="north-01",
-        action="battery.peak_shave",
-        params={"discharge_limit_w": 1500.0},
+        limit_w=1500.0,
         issued_ms=now_ms - 120 * MIN,
-        expires_ms=now_ms - 119 * MIN,
         lease_s=3600,
-        issued_by="planner",
-    )
-    storage.mark_command_sent(cmd.id, now_ms - 120 * MIN)
-    storage.record_ack(
-        cmd.id,
-        status=CommandStatus.APPLIED.value,
-        ack_ms=now_ms - 120 * MIN + 30,
-        readback={"bat.mode": 2, "bat.discharge_power_limit_w": 1500.0},
-        rtt_ms=30.0,
+        rtt_ms=30,
     )
 
 
@@ -220,16 +209,7 @@ class Aggregator:
 
     def api(self, path: str, role: str = "viewer", **params: Any) -> Any:
         """GET an API path with the role's token (`from_` stands for the `from` parameter)."""
-        if "from_" in params:
-            params["from"] = params.pop("from_")
-        r = httpx.get(
-            f"{self.url}{path}",
-            params=params,
-            headers={"Authorization": f"Bearer {self.tokens[role]}"},
-            timeout=10,
-        )
-        r.raise_for_status()
-        return r.json()
+        return api_get(self.url, self.tokens[role], path, **params)
 
 
 @pytest.fixture(scope="module")
@@ -239,10 +219,7 @@ def aggregator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aggregator]
     now_ms = (int(time.time() * 1000) // MIN) * MIN
     clock = ManualClock(now_ms / 1000)
     fill_fleet(storage, now_ms)
-    tokens: dict[str, str] = {}
-    for role in Role:
-        tokens[role.value] = generate_token()
-        storage.add_token(f"{role.value}-noc", role.value, hash_token(tokens[role.value]), now_ms)
+    tokens = add_role_tokens(storage, now_ms, suffix="-noc")
     commands = Commands(storage, Signer(generate_key()), HeldPublisher(), clock=clock)
     ctx = ApiContext(storage=storage, clock=clock, commands=commands)
     server = ServerThread(ApiServer(create_app(ctx), host="127.0.0.1", port=0))

@@ -19,10 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from agent.runtime import Agent
-from aggregator.auth import Role, generate_token, hash_token
 from aggregator.config import config_from_dict
 from aggregator.identity import init_key
 from aggregator.service import run
@@ -33,6 +30,7 @@ from protocols.keys import generate_key, public_key_hex, save_private_key
 from simulators.broker import free_port, wait_port
 from simulators.spec import BatterySpec, SiteSpec, TrafficSpec
 from tests.agent.sim_support import PROFILES, SimSite, start_sim_site
+from tests.support.aggregator_data import add_role_tokens, api_get
 
 SPEED = 30.0
 POLL_S = 10.0  # simulated seconds between polls of each device (a third of a wall second)
@@ -133,16 +131,7 @@ class LiveFleet:
 
     def api(self, path: str, role: str = "viewer", **params: Any) -> Any:
         """GET an API path with the role's token (`from_` stands for `from`)."""
-        if "from_" in params:
-            params["from"] = params.pop("from_")
-        r = httpx.get(
-            f"{self.url}{path}",
-            params=params,
-            headers={"Authorization": f"Bearer {self.tokens[role]}"},
-            timeout=10,
-        )
-        r.raise_for_status()
-        return r.json()
+        return api_get(self.url, self.tokens[role], path, **params)
 
     def wait(self, cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -178,10 +167,7 @@ class LiveFleet:
                 registry.enrol(
                     s.site, public_key_hex(key), name=s.name, region=s.region, tariff=TARIFF
                 )
-            for role in Role:
-                token = generate_token()
-                storage.add_token(f"{role.value}-live", role.value, hash_token(token), 0)
-                self.tokens[role.value] = token
+            self.tokens.update(add_role_tokens(storage, 0, suffix="-live"))
         finally:
             storage.close()
         http_port = free_port()

@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from aggregator.api import ApiContext, create_app
-from aggregator.auth import Role, generate_token, hash_token
 from aggregator.control.events import DrStore
 from protocols.clock import ManualClock
 from tests.reports.fixtures import ROOT, local_ms, make_storage, write_policies
+from tests.support.aggregator_data import add_role_tokens
 
 
 @dataclass
@@ -43,10 +43,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     config = SimpleNamespace(
         control={"policies_dir": str(policies), "tariffs_dir": str(ROOT / "config" / "tariffs")}
     )
-    tokens = {}
-    for role in Role:
-        tokens[role.value] = generate_token()
-        storage.add_token(role.value, role.value, hash_token(tokens[role.value]), 0)
+    tokens = add_role_tokens(storage, 0)
     ctx = Ctx(storage=storage, clock=ManualClock(local_ms(12, day=6) / 1000), config=config)
     transport = httpx.ASGITransport(app=create_app(ctx))
     async with httpx.AsyncClient(transport=transport, base_url="http://sitewatt.test") as c:
