@@ -11,6 +11,10 @@ chain consistently; the acks the aggregator holds are the outside witness.
 = FULL` before any device is touched, so a crash can never let a command run twice), the leases,
 the dormant hold. It shares the agent's database file with the outbox (WAL); each side owns its
 tables and its own connection.
+
+The running agent commits through `append_async` / `set_state_async`: the same transaction, run
+in this log's worker thread (`agent.command_db.DbWorker`) so the fsync does not stall the event
+loop; the caller resumes only once it is durable, and appends enter the chain in call order.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.command_db import open_command_db
+from agent.command_db import DbWorker, open_command_db
 from agent.errors import AuditError
 
 GENESIS = bytes(32)
@@ -111,17 +115,21 @@ class AuditLog:
         self._db = open_command_db(
             self.path, schema=_SCHEMA, what="the audit tables", read_only=read_only
         )
+        self._worker = DbWorker("audit")
 
     def close(self) -> None:
-        self._db.close()
+        self._worker.close()
+        with self._worker.lock:
+            self._db.close()
 
     # -- state -------------------------------------------------------------------------------
 
     def get_state(self, key: str, default: Any = None) -> Any:
         try:
-            row = self._db.execute(
-                "SELECT value FROM command_state WHERE key = ?", (key,)
-            ).fetchone()
+            with self._worker.lock:
+                row = self._db.execute(
+                    "SELECT value FROM command_state WHERE key = ?", (key,)
+                ).fetchone()
         except sqlite3.OperationalError:
             return default  # read-only open of a database the agent has not initialised yet
         return default if row is None else json.loads(row[0])
@@ -129,7 +137,7 @@ class AuditLog:
     def set_state(self, values: Mapping[str, Any]) -> None:
         """Write several keys in one durable transaction."""
         try:
-            with self._db:
+            with self._worker.lock, self._db:
                 self._db.executemany(
                     "INSERT INTO command_state(key, value) VALUES (?, ?) "
                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -138,12 +146,16 @@ class AuditLog:
         except sqlite3.Error as exc:
             raise AuditError(f"{self.path}: cannot write command state: {exc}") from exc
 
+    async def set_state_async(self, values: Mapping[str, Any]) -> None:
+        """`set_state`, committed in the worker thread; returns once the keys are durable."""
+        await self._worker.run(self.set_state, dict(values))
+
     # -- the chain ---------------------------------------------------------------------------
 
     def append(self, entry: AuditEntry) -> AuditEntry:
         """Add `entry` at the end of the chain; returns it with n, prev and hash filled in."""
         try:
-            with self._db:
+            with self._worker.lock, self._db:
                 row = self._db.execute(
                     "SELECT n, hash FROM audit ORDER BY n DESC LIMIT 1"
                 ).fetchone()
@@ -189,6 +201,10 @@ class AuditLog:
             digest,
         )
 
+    async def append_async(self, entry: AuditEntry) -> AuditEntry:
+        """`append`, committed in the worker thread; returns once the row is durable."""
+        return await self._worker.run(self.append, entry)
+
     def entries(self, *, limit: int | None = None) -> list[AuditEntry]:
         """Rows oldest first (the last `limit` rows when given)."""
         sql = (
@@ -196,11 +212,12 @@ class AuditLog:
             "prev, hash FROM audit"
         )
         try:
-            if limit is None:
-                rows = self._db.execute(sql + " ORDER BY n").fetchall()
-            else:
-                rows = self._db.execute(sql + " ORDER BY n DESC LIMIT ?", (limit,)).fetchall()
-                rows.reverse()
+            with self._worker.lock:
+                if limit is None:
+                    rows = self._db.execute(sql + " ORDER BY n").fetchall()
+                else:
+                    rows = self._db.execute(sql + " ORDER BY n DESC LIMIT ?", (limit,)).fetchall()
+                    rows.reverse()
         except sqlite3.OperationalError:
             return []
         return [

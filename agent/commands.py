@@ -515,7 +515,7 @@ class CommandProcessor:
         claimed = _claimed_command(payload)
         if claimed is not None:
             cmd_id, seq, action = claimed
-        self.audit.append(
+        await self.audit.append_async(
             AuditEntry(
                 t=now_ms(self.clock),
                 source="unverified",
@@ -540,7 +540,7 @@ class CommandProcessor:
             return await self._finish(cmd, Outcome(AckStatus.REJECTED, reason), advance=False)
         # Durable before any write: this command can never run again, whatever happens next.
         self.last_seq = cmd.seq
-        self.audit.set_state({"last_seq": cmd.seq})
+        await self.audit.set_state_async({"last_seq": cmd.seq})
         if isinstance(cmd.params, BATTERY_PARAMS):
             async with self._battery_lock:  # checked and written with no reserve stop between
                 return await self._check_and_apply(cmd)
@@ -561,7 +561,7 @@ class CommandProcessor:
             # A command that failed half-way (a channel opened, then a write refused) leaves
             # the site partly in its state: it takes its lease and hold all the same, so that
             # the lapse, the aggregator going offline or a dormant exit undo what was done.
-            self._after_applied(cmd.params, view, cmd.id, cmd.seq, cmd.lease_s)
+            await self._after_applied(cmd.params, view, cmd.id, cmd.seq, cmd.lease_s)
         return await self._finish(cmd, outcome)
 
     async def _finish(self, cmd: Command, outcome: Outcome, *, advance: bool = True) -> Outcome:
@@ -571,7 +571,7 @@ class CommandProcessor:
             self.counters.failed += 1
         else:
             self.counters.reject(outcome.reason)
-        self.audit.append(
+        await self.audit.append_async(
             AuditEntry(
                 t=now_ms(self.clock),
                 source="aggregator",
@@ -694,7 +694,7 @@ class CommandProcessor:
                 )
             await self.clock.sleep(BREAKER_POLL_S)
 
-    def _after_applied(
+    async def _after_applied(
         self, params: Params, view: SiteView, cmd_id: str, seq: int, lease_s: float
     ) -> None:
         lim = self.config.interlocks
@@ -721,11 +721,11 @@ class CommandProcessor:
                 )
             case Wake():
                 self.hold = None
-        self._save()
+        await self._save()
 
-    def _save(self) -> None:
+    async def _save(self) -> None:
         hold = self.hold
-        self.audit.set_state(
+        await self.audit.set_state_async(
             {
                 "leases": [
                     {"key": x.key, "command_id": x.command_id, "seq": x.seq, "expires": x.expires}
@@ -766,7 +766,7 @@ class CommandProcessor:
             if self.hold is None:
                 return []
             view = self.view()
-            self._settle(view)
+            await self._settle(view)
             # Right after a start nothing has been polled yet: that is no silent device.
             warm = self.clock.now() - self._started >= self.max_age_ms / 1000
             forced = watch(view, self.facts, discharging=False, dormant=self.hold, warm=warm)
@@ -782,14 +782,14 @@ class CommandProcessor:
             done.append(f.reason)
         return done
 
-    def _settle(self, view: SiteView) -> None:
+    async def _settle(self, view: SiteView) -> None:
         """Take the dormant hold's load-rise baseline once the site has settled."""
         if self.hold is None:
             return
         settled = settle(self.hold, view)
         if settled is not None:
             self.hold = settled
-            self._save()
+            await self._save()
             log.info(
                 "%s: dormant: coverage load settled at %.0f W (load-rise baseline)",
                 self.config.site_id,
@@ -844,14 +844,14 @@ class CommandProcessor:
         log.warning("%s: %s -> %s (%s)", self.config.site_id, reason, params.ACTION.value, detail)
         outcome = await self._apply(params, view)
         if outcome.status is AckStatus.APPLIED:
-            self._after_applied(params, view, f"agent:{reason}", 0, 0)
+            await self._after_applied(params, view, f"agent:{reason}", 0, 0)
             # A restore returns its key to default: drop the lease even if the params hold none.
             if isinstance(params, BatteryAuto):
                 self.leases.release([BATTERY])
             if isinstance(params, Wake):
                 self.leases.release([DORMANT])
-            self._save()
-        self.audit.append(
+            await self._save()
+        await self.audit.append_async(
             AuditEntry(
                 t=now_ms(self.clock),
                 source="agent",

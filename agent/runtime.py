@@ -168,7 +168,9 @@ class Agent:
     async def _publish_ack(self, ack: Ack) -> None:
         """Sign the ack now and store it; delivery publishes it, now or when the link returns."""
         topic, body = self.delivery.seal(ack)
-        self.acks.put(command_id=ack.id, seq=ack.seq, topic=topic, body=body, created_ms=ack.t)
+        await self.acks.put_async(
+            command_id=ack.id, seq=ack.seq, topic=topic, body=body, created_ms=ack.t
+        )
         self.delivery.wake_acks()
 
     async def _on_command(self, topic: str, payload: bytes) -> None:
