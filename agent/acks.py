@@ -99,6 +99,10 @@ class AckQueue:
         except sqlite3.Error as exc:
             raise AuditError(f"{self.path}: cannot delete a published ack: {exc}") from exc
 
+    async def published_async(self, n: int) -> None:
+        """`published`, committed in the worker thread: a PUBACK never waits for an fsync."""
+        await self._worker.run(self.published, n)
+
     def count(self) -> int:
         with self._worker.lock:
             return int(self._db.execute("SELECT count(*) FROM ack_outbox").fetchone()[0])

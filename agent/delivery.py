@@ -373,7 +373,7 @@ class Delivery:
                     await link.publish(item.topic, item.body)
                 except LinkError:
                     return
-                queue.published(item.n)
+                await queue.published_async(item.n)
                 self.counters.acks_published += 1
 
     async def _watch_close(self, link: MqttLink) -> None:

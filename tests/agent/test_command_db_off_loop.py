@@ -107,6 +107,9 @@ async def test_a_state_write_and_an_ack_store_do_not_stall_the_loop(tmp_path: Pa
             db, acks.put_async(command_id="c", seq=42, topic="t", body=b"x", created_ms=1)
         )
         assert [(q.n, q.seq, q.body) for q in acks.pending()] == [(n, 42, b"x")]
+        # the delete after the broker's PUBACK does not stall the loop either
+        await loop_runs_during(db, acks.published_async(n))
+        assert acks.pending() == []
     finally:
         log.close()
         acks.close()
