@@ -55,10 +55,11 @@ class GuardLoop:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            # Not asyncio.wait_for: on 3.11 it can swallow a cancellation that arrives as the
+            # prompt is set, and the loop would outlive the agent's stop().
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self.prompt.wait(), tick_wall_s(self.clock, floor_s=self.floor_s)
-                )
+                async with asyncio.timeout(tick_wall_s(self.clock, floor_s=self.floor_s)):
+                    await self.prompt.wait()
             self.prompt.clear()
             self.wakes += 1
             began = loop.time()
