@@ -352,8 +352,11 @@ class Delivery:
 
     async def _wait_kick(self, seconds: float) -> None:
         wall = seconds / max(self.clock.speed, 1e-9)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that lands
+        # as the event is set, and the delivery task would outlive stop().
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._kick.wait(), wall)
+            async with asyncio.timeout(wall):
+                await self._kick.wait()
 
     async def _send_acks(self, link: MqttLink) -> None:
         """Publish the stored acks, oldest first, one PUBACK at a time; delete each on its PUBACK.
@@ -518,7 +521,8 @@ class Delivery:
     async def _sleep_or_stop(self, seconds: float) -> None:
         wall = seconds / max(self.clock.speed, 1e-9)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), wall)
+            async with asyncio.timeout(wall):
+                await self._stopping.wait()
 
 
 def _state_word(online: bool | None) -> str:
