@@ -86,6 +86,9 @@ class SitePublisher:
             self.client.username_pw_set(username, password)
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
+        # "subscribed" means the broker's SUBACK came back, not that SUBSCRIBE was sent:
+        # a command published in between would otherwise be lost to the test.
+        self.client.on_subscribe = lambda *_args: self._subscribed.set()
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self._host, self._port = host, port
@@ -115,7 +118,6 @@ class SitePublisher:
                 (self.topics.aggregator_state(), 1),
             ]
         )
-        self._subscribed.set()
 
     def close(self) -> None:
         self.client.disconnect()
