@@ -6,7 +6,10 @@ what is shared is how a key's path is written and what stands when the top level
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -41,4 +44,17 @@ def validation_problems(
     ]
 
 
-__all__ = ["key_path", "validation_problems"]
+__all__ = [
+    "key_path",
+    "read_toml",
+    "validation_problems",
+]
+
+
+def read_toml(path: str | Path, error: type[Exception]) -> dict[str, Any]:
+    """A TOML file's table; `error("<path>: <why>")` if it cannot be read or parsed."""
+    p = Path(path)
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise error(f"{p}: {exc}") from exc

@@ -35,7 +35,6 @@ names one; the policy's `tariff` is the group/fleet default.
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -51,7 +50,7 @@ from protocols.control.economics import Battery, Chemistry
 from protocols.control.emissions import EmissionFactor, emission_factor
 from protocols.control.errors import ControlError
 from protocols.control.policy import ControlPolicy
-from protocols.validation import validation_problems
+from protocols.validation import read_toml, validation_problems
 
 
 class _Frozen(BaseModel):
@@ -218,11 +217,7 @@ def load_layers(directory: Path | str) -> list[PolicyLayer]:
         return []
     layers = []
     for path in sorted(d.glob("*.toml")):
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
-        layers.append(layer_from_mapping(data, source=str(path)))
+        layers.append(layer_from_mapping(read_toml(path, ConfigError), source=str(path)))
     return layers
 
 

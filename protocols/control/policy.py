@@ -12,7 +12,6 @@ TOML shape (every key optional; defaults in docs/control.md):
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from protocols.control.dormant import DormantPolicy
 from protocols.control.errors import ControlConfigError
 from protocols.control.peak import PeakPolicy
-from protocols.validation import validation_problems
+from protocols.validation import read_toml, validation_problems
 
 
 class ControlPolicy(BaseModel):
@@ -45,11 +44,7 @@ def policy_from_mapping(data: Mapping[str, Any], *, source: str = "<policy>") ->
 
 def load_policy(path: str | Path) -> ControlPolicy:
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ControlConfigError(f"{p}: {exc}") from exc
-    return policy_from_mapping(data, source=str(p))
+    return policy_from_mapping(read_toml(p, ControlConfigError), source=str(p))
 
 
 __all__ = ["ControlPolicy", "load_policy", "policy_from_mapping"]

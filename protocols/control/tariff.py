@@ -13,7 +13,6 @@ Times are Unix seconds; periods are local to the tariff's time zone (default Asi
 from __future__ import annotations
 
 import logging
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
@@ -26,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from protocols.clock import DEFAULT_TZ, local_time, zone
 from protocols.control.errors import TariffError
-from protocols.validation import validation_problems
+from protocols.validation import read_toml, validation_problems
 
 log = logging.getLogger(__name__)
 
@@ -332,11 +331,7 @@ def tariff_from_mapping(data: Mapping[str, Any], *, source: str = "<tariff>") ->
 def load_tariff(path: str | Path) -> Tariff:
     """Read and validate one tariff TOML file; logs (does not refuse) unusual price orders."""
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise TariffError(f"{p}: {exc}") from exc
-    tariff = tariff_from_mapping(data, source=str(p))
+    tariff = tariff_from_mapping(read_toml(p, TariffError), source=str(p))
     for warning in tariff.price_warnings():
         log.warning("%s: %s", p, warning)
     return tariff

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ from protocols.control.dormant import Channel, ChannelRole
 from protocols.control.emissions import EmissionFactor, emission_factor
 from protocols.control.errors import ControlConfigError, ControlError
 from protocols.control.policy import ControlPolicy, policy_from_mapping
-from protocols.validation import validation_problems
+from protocols.validation import read_toml, validation_problems
 from simulators.errors import ScenarioError
 
 
@@ -108,10 +107,7 @@ def policy_from_file_mapping(
 def load_compare_policy(path: str | Path, *, name: str | None = None) -> ComparePolicy:
     """Read a policy file (the aggregator's layer format); its name defaults to the file stem."""
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ScenarioError(f"{p}: {exc}") from exc
+    data = read_toml(p, ScenarioError)
     return policy_from_file_mapping(data, name=name or p.stem, source=str(p))
 
 
