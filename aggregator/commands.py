@@ -49,8 +49,10 @@ class Commands:
         topics: Topics | None = None,
         clock: Clock | None = None,
         metrics: AggregatorMetrics | None = None,
+        expires_s: float = DEFAULT_EXPIRES_S,
     ) -> None:
         self.storage = storage
+        self.expires_s = expires_s
         self.signer = signer
         self.publisher = publisher
         self.topics = topics or Topics()
@@ -68,7 +70,7 @@ class Commands:
         lease_s: float,
         issued_by: str,
         *,
-        expires_s: float = DEFAULT_EXPIRES_S,
+        expires_s: float | None = None,
     ) -> CommandRecord:
         """Validate, record (with the site's next seq), seal and publish a command (QoS 1).
 
@@ -88,6 +90,8 @@ class Commands:
         lease = round(lease_s)
         if not 1 <= lease <= messages.LEASE_MAX_S:
             raise CommandError(f"lease {lease_s} s outside 1..{messages.LEASE_MAX_S}")
+        if expires_s is None:
+            expires_s = self.expires_s
         if expires_s <= 0:
             raise CommandError("expires_s must be > 0")
         try:

@@ -111,6 +111,13 @@ class IngestConfig(_Frozen):
     queue_max: int = Field(default=20_000, ge=100)
 
 
+class CommandsConfig(_Frozen):
+    """How long a command stays valid: an agent refuses it as `expired` after this many seconds
+    of its clock (simulated on a SimClock, so a sped-up fleet needs more of them)."""
+
+    expires_s: float = Field(default=60, gt=0, le=3600)
+
+
 class ControlConfig(_Frozen):
     """Placeholder for the control loop's policies (a later issue fills it)."""
 
@@ -125,6 +132,7 @@ class AggregatorConfig(_Frozen):
     http: HttpConfig = HttpConfig()
     retention: RetentionConfig = RetentionConfig()
     ingest: IngestConfig = IngestConfig()
+    commands: CommandsConfig = CommandsConfig()
     control: ControlConfig = ControlConfig()
     alarms: AlarmConfig = AlarmConfig()
     clock: ClockSettings = ClockSettings()
@@ -163,6 +171,7 @@ __all__ = [
     "AggregatorConfig",
     "BrokerConfig",
     "ControlConfig",
+    "CommandsConfig",
     "DatabaseConfig",
     "HttpConfig",
     "IngestConfig",

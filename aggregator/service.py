@@ -55,6 +55,7 @@ def build_services(config: AggregatorConfig, *, clock: Clock | None = None) -> S
         topics=Topics(config.broker.prefix),
         clock=clock,
         metrics=metrics,
+        expires_s=config.commands.expires_s,
     )
     ingest.on_ack.append(commands.handle_ack)
     alarms = AlarmMonitor(storage, config=config.alarms, metrics=metrics, clock=clock)

@@ -99,6 +99,11 @@ MAX_AGE_S = 120.0
 """Longest simulated delay the fleet allows between a reading and its batch being sent."""
 
 
+def command_expires_s(speed: float) -> float:
+    """Simulated seconds a fleet's command stays valid: 10 wall seconds, at least a minute."""
+    return min(3600.0, max(60.0, 10.0 * speed))
+
+
 def shard_count(n: int, per_process: int, cpus: int, *, cap_factor: int = 2) -> int:
     return max(1, min(math.ceil(n / per_process), max(1, cpus) * cap_factor))
 
@@ -228,11 +233,15 @@ def aggregator_config(
         "database": {"path": str(workdir / "aggregator" / "aggregator.db")},
         "keys": {"key_file": str(workdir / "aggregator" / "aggregator.key")},
         "http": {"host": "127.0.0.1", "port": http_port},
+        # A command is valid for 10 wall seconds (the default 60 simulated seconds are 0.4 wall
+        # seconds at 144x: agents refused most of the loop's commands as expired).
+        "commands": {"expires_s": command_expires_s(plan.speed)},
         "control": {
             "enabled": control,
             # The loop's times are simulated: keep rounds, acks and leases sane in wall time.
             "interval_s": min(300.0, max(60.0, plan.speed / 2)),
-            "ack_timeout_s": max(60.0, 2.0 * plan.speed),
+            # An unacknowledged command is a failure once it has expired, not before.
+            "ack_timeout_s": command_expires_s(plan.speed),
             # Renewals every 15 wall seconds at most: a lease is a safety net, not a heartbeat.
             "lease_s": int(max(600.0, 30.0 * plan.speed)),
             # Readings a few wall seconds old are fresh in a sped-up fleet on a busy machine.
@@ -305,6 +314,7 @@ __all__ = [
     "PlannedSite",
     "agent_config",
     "aggregator_config",
+    "command_expires_s",
     "default_poll_s",
     "enrol_rows",
     "plan_fleet",

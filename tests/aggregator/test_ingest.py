@@ -201,7 +201,7 @@ def test_presence_and_aggregator_state(tmp_path: Path, mosquitto: Broker) -> Non
 
 
 async def test_command_sent_signed_and_ack_recorded(tmp_path: Path, mosquitto: Broker) -> None:
-    with running(make_config(tmp_path, mosquitto)) as svc:
+    with running(make_config(tmp_path, mosquitto, commands={"expires_s": 90})) as svc:
         p = publisher(svc, mosquitto, "S1", auto_ack=True)
         try:
             assert svc.commands is not None
@@ -215,7 +215,7 @@ async def test_command_sent_signed_and_ack_recorded(tmp_path: Path, mosquitto: B
             assert done.rtt_ms is not None and 0 <= done.rtt_ms < 5000
             (cmd,) = p.commands
             assert (cmd.seq, cmd.action, cmd.lease_s) == (1, messages.Action.AC_SETPOINT, 600)
-            assert cmd.expires > cmd.issued
+            assert cmd.expires - cmd.issued == 90_000  # [commands] expires_s
             second = svc.commands.send_command("S1", "site.wake", {}, 60, "op@test")
             assert second.seq == 2
             await svc.commands.wait_ack(second.id, 10)

@@ -9,6 +9,7 @@ import pytest
 
 from agent.config import parse_config
 from aggregator.config import config_from_dict
+from aggregator.control.settings import ControlSettings
 from protocols.clock import SimClock, parse_time
 from protocols.types import DeviceKind
 from simulators.errors import ScenarioError
@@ -145,6 +146,10 @@ def test_aggregator_config_and_policy_layers_validate(tmp_path: Path) -> None:
     )
     assert agg.control.enabled
     assert agg.alarms.silence_s == 900.0  # 15 wall seconds at 60x
+    # Commands stay valid 10 wall seconds (60 simulated ones would be 1 s at 60x), and the loop
+    # does not call one failed before it has expired.
+    assert agg.commands.expires_s == 600.0
+    assert ControlSettings.model_validate(agg.control.model_dump()).ack_timeout_s == 600.0
     layer = tomllib.loads(dumps(policy_layers(plan)["20-group-lead-acid.toml"]))
     lead = [s.id for s in plan.sites if s.site.spec.battery.chemistry.value == "lead_acid"]
     assert lead and layer["scope"]["sites"] == lead
