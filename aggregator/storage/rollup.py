@@ -9,11 +9,13 @@ one pass.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
 
 from aggregator.storage.types import RollupRow
 from protocols.types import Quality
 
+DAY_MS = 86_400_000
 BUCKET_MS = 15 * 60 * 1000
 ROLLED_QUALITIES = frozenset({Quality.GOOD, Quality.STALE})
 
@@ -85,6 +87,8 @@ class Acc:
 
 AccKey = tuple[int, int]
 """(series id, bucket start ms)."""
+Rolled = tuple[Sequence[int], Sequence[int], Sequence[float]]
+"""Columns (series ids, times, values) of stored readings that go into the rollups."""
 
 
 def merged(base: dict[AccKey, Acc], extra: dict[AccKey, Acc]) -> dict[AccKey, Acc]:
@@ -109,6 +113,35 @@ def merge_into(base: dict[AccKey, Acc], extra: dict[AccKey, Acc]) -> None:
             base[key] = acc
         else:
             cur.merge(acc)
+
+
+def fold(accs: dict[AccKey, Acc], rolled: Iterable[Rolled]) -> None:
+    """Fold columns of readings (series ids, times, values) into per-(series, bucket)
+    accumulators, in place (`Acc.add` inlined: this runs once per stored reading)."""
+    get = accs.get
+    for sids, ts, vals in rolled:
+        if not ts:
+            continue
+        b0 = bucket_of(min(ts))
+        if b0 == bucket_of(max(ts)):  # the usual batch: one bucket
+            keys: Iterable[AccKey] = zip(sids, repeat(b0))
+        else:
+            keys = [(sid, t - t % BUCKET_MS) for sid, t in zip(sids, ts, strict=True)]
+        for key, t, v in zip(keys, ts, vals, strict=True):
+            a = get(key)
+            if a is None:
+                accs[key] = Acc(t, v)
+                continue
+            a.n += 1
+            a.total += v
+            if v < a.min:
+                a.min = v
+            if v > a.max:
+                a.max = v
+            if t < a.first_ms:
+                a.first, a.first_ms = v, t
+            if t >= a.last_ms:
+                a.last, a.last_ms = v, t
 
 
 def merge(a: RollupRow, b: RollupRow) -> RollupRow:
@@ -144,14 +177,48 @@ def coarsen(rows: Iterable[RollupRow], step_ms: int) -> list[RollupRow]:
     return out
 
 
+def view(
+    stored: Iterable[RollupRow],
+    pending: Mapping[int, RollupRow],
+    t0: int,
+    step_ms: int,
+    *,
+    limit: int,
+    offset: int,
+) -> list[RollupRow]:
+    """What a rollup query answers: the 15-minute rows read from the database with the ones
+    still in memory (`pending`, by bucket) merged in, regrouped to `step_ms`, keeping buckets
+    that end after `t0`, then paged."""
+    rows = {r.bucket_ms: r for r in stored}
+    for bucket, row in pending.items():
+        cur = rows.get(bucket)
+        rows[bucket] = row if cur is None else merge(cur, row)
+    coarse = coarsen((rows[b] for b in sorted(rows)), step_ms)
+    coarse = [r for r in coarse if r.bucket_ms + step_ms > t0]
+    return coarse[offset : offset + limit]
+
+
+def step_of(step_s: float) -> int:
+    """A query step in ms; ValueError unless it is a positive multiple of the bucket."""
+    step_ms = int(step_s * 1000)
+    if step_ms <= 0 or step_ms % BUCKET_MS:
+        raise ValueError(f"step {step_s} s is not a positive multiple of {BUCKET_MS // 1000} s")
+    return step_ms
+
+
 __all__ = [
     "BUCKET_MS",
+    "DAY_MS",
     "ROLLED_QUALITIES",
     "Acc",
     "AccKey",
+    "Rolled",
     "bucket_of",
     "coarsen",
+    "fold",
     "merge",
     "merge_into",
     "merged",
+    "step_of",
+    "view",
 ]

@@ -11,14 +11,11 @@ issues one `executemany` per table per group.
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from itertools import compress, repeat
-from operator import is_
 from pathlib import Path
 from typing import Any, cast, overload
 
@@ -29,15 +26,18 @@ from aggregator.errors import (
     StorageError,
     UnknownSiteError,
 )
+from aggregator.storage import rows as R
 from aggregator.storage.rollup import (
     BUCKET_MS,
-    ROLLED_QUALITIES,
+    DAY_MS,
     Acc,
     AccKey,
+    Rolled,
     bucket_of,
-    coarsen,
-    merge,
+    fold,
     merged,
+    step_of,
+    view,
 )
 from aggregator.storage.schema import LATEST_VERSION, MIGRATIONS
 from aggregator.storage.types import (
@@ -54,14 +54,10 @@ from aggregator.storage.types import (
     TokenRecord,
     VerifiedBatch,
 )
-from protocols.types import Quality, Reading, Value
+from protocols.types import Reading
 
-DAY_MS = 86_400_000
-BOOL_FLAG = 0x100  # set in `readings.quality` when the value was a bool
-_QUALITY_MASK = 0xFF
-_ROLLED = frozenset(int(q) for q in ROLLED_QUALITIES)
+BOOL_FLAG = R.BOOL_FLAG
 _MAX_PARAMS = 900  # keep IN (...) lists well under SQLite's bound-parameter limit
-_QUALITIES = {int(q): q for q in Quality}
 
 _UPSERT_ROLLUP = """
 INSERT INTO rollups (series_id, bucket_ms, n, "min", "max", mean, "first", "last",
@@ -79,47 +75,7 @@ ON CONFLICT (series_id, bucket_ms) DO UPDATE SET
 """
 
 
-_Rolled = tuple[Sequence[int], Sequence[int], Sequence[float]]
-"""Columns (series ids, times, values) of readings that go into the rollups."""
 _NO_SERIES: dict[SeriesKey, int] = {}
-_FLOAT = {float}
-_ROLLED_CODES = _ROLLED | {q | BOOL_FLAG for q in _ROLLED}
-
-
-def _fold(accs: dict[AccKey, Acc], rolled: Sequence[_Rolled]) -> None:
-    """Fold rolled-up readings into per-(series, bucket) accumulators, in place (`Acc.add`
-    inlined: this runs once per stored reading)."""
-    get = accs.get
-    for sids, ts, vals in rolled:
-        if not ts:
-            continue
-        b0 = bucket_of(min(ts))
-        if b0 == bucket_of(max(ts)):  # the usual batch: one bucket
-            keys: Iterable[AccKey] = zip(sids, repeat(b0))
-        else:
-            keys = [(sid, t - t % BUCKET_MS) for sid, t in zip(sids, ts, strict=True)]
-        for key, t, v in zip(keys, ts, vals, strict=True):
-            a = get(key)
-            if a is None:
-                accs[key] = Acc(t, v)
-                continue
-            a.n += 1
-            a.total += v
-            if v < a.min:
-                a.min = v
-            if v > a.max:
-                a.max = v
-            if t < a.first_ms:
-                a.first, a.first_ms = v, t
-            if t >= a.last_ms:
-                a.last, a.last_ms = v, t
-
-
-def _decode(value: float | None, quality: int) -> tuple[Value, Quality]:
-    q = _QUALITIES.get(quality & _QUALITY_MASK, Quality.BAD_VALUE)
-    if value is not None and quality & BOOL_FLAG:
-        return bool(value), q
-    return value, q
 
 
 def _chunks(items: Sequence[Any], size: int = _MAX_PARAMS) -> Iterator[Sequence[Any]]:
@@ -307,7 +263,7 @@ class SqliteStorage:
         duplicates: list[tuple[str, int]] = []
         fresh: list[VerifiedBatch] = []
         new_series: dict[str, dict[SeriesKey, int]] = {}
-        rolled: list[_Rolled] = []
+        rolled: list[Rolled] = []
         n_readings = 0
         flush = time.monotonic() - self._last_flush >= self.rollup_flush_s
         with self._write() as c:
@@ -364,7 +320,7 @@ class SqliteStorage:
             )
             if flush:
                 accs: dict[AccKey, Acc] = {}
-                _fold(accs, rolled)
+                fold(accs, rolled)
                 with self._rollup_lock:
                     to_write = merged(self._pending, accs)
                 self._write_rollups(c, to_write)
@@ -374,7 +330,7 @@ class SqliteStorage:
                 self._epoch += 1
                 self._last_flush = time.monotonic()
             else:
-                _fold(self._pending, rolled)
+                fold(self._pending, rolled)
         if new_series:
             with self._series_lock:
                 for site, ids in new_series.items():
@@ -438,7 +394,7 @@ class SqliteStorage:
                             f"WHERE series_id IN ({marks}) AND t_ms >= ? AND t_ms < ?",
                             (*chunk, bucket, bucket + BUCKET_MS),
                         ):
-                            if v is None or (q & _QUALITY_MASK) not in _ROLLED:
+                            if not R.is_rolled(v, q):
                                 continue
                             acc = accs.get((sid, bucket))
                             if acc is None:
@@ -464,14 +420,13 @@ class SqliteStorage:
         c: sqlite3.Connection,
         fresh: Sequence[VerifiedBatch],
         new_series: dict[str, dict[SeriesKey, int]],
-        rolled: list[_Rolled],
+        rolled: list[Rolled],
     ) -> tuple[list[tuple[int, int, float | None, int]], list[tuple[int | None, int | None]]]:
         """Rows for `readings`, each batch's time span, and (appended to `rolled`) the columns of
         the readings the rollups take.
 
-        This is the ingest hot path: each batch is turned into columns with `zip(*readings)` and
-        every per-reading step is a C iterator (series ids by `map(dict.get)`, rows by `zip`);
-        Python loops per reading only for a batch with bools or readings without a value.
+        This is the ingest hot path: each batch is turned into columns with `zip(*readings)`,
+        series ids found by `map(dict.get)`, and the values encoded by `rows.encode`.
         """
         rows: list[tuple[int, int, float | None, int]] = []
         spans: list[tuple[int | None, int | None]] = []
@@ -487,33 +442,9 @@ class SqliteStorage:
             if None in found:
                 self._fill_series(c, site, devices, points, found, new_series)
             sids = cast(list[int], found)
-            types = set(map(type, values))
-            quals = list(map(int, qualities))
-            if bool in types:
-                for i in compress(range(len(values)), map(is_, map(type, values), repeat(bool))):
-                    quals[i] |= BOOL_FLAG
-            vals: list[float | None]
-            if type(None) in types:
-                vals = [None if v is None else float(v) for v in values]
-            elif types == _FLOAT:
-                vals = list(values)
-            else:
-                vals = list(map(float, values))
+            vals, quals, roll = R.encode(sids, ts, values, qualities)
             rows += zip(sids, ts, vals, quals, strict=True)
-            if type(None) not in types and set(quals).issubset(_ROLLED_CODES):
-                rolled.append((sids, ts, cast(list[float], vals)))
-            else:
-                keep = [
-                    v is not None and q & _QUALITY_MASK in _ROLLED
-                    for v, q in zip(vals, quals, strict=True)
-                ]
-                rolled.append(
-                    (
-                        list(compress(sids, keep)),
-                        list(compress(ts, keep)),
-                        cast(list[float], list(compress(vals, keep))),
-                    )
-                )
+            rolled.append(roll)
         return rows, spans
 
     def _fill_series(
@@ -579,7 +510,7 @@ class SqliteStorage:
         )
         out: dict[SeriesKey, Reading] = {}
         for device, point, t, value, quality in rows:
-            v, q = _decode(value, quality)
+            v, q = R.decode(value, quality)
             out[(device, point)] = Reading(t, device, point, v, q)
         return out
 
@@ -653,7 +584,7 @@ class SqliteStorage:
         )
         out: list[Reading] = []
         for t, value, quality in rows:
-            v, q = _decode(value, quality)
+            v, q = R.decode(value, quality)
             out.append(Reading(t, device, point, v, q))
         return out
 
@@ -670,9 +601,7 @@ class SqliteStorage:
         offset: int = 0,
     ) -> list[RollupRow]:
         """Rollup rows of one point for buckets starting in [t0, t1), at `step_s` (k × 900 s)."""
-        step_ms = int(step_s * 1000)
-        if step_ms <= 0 or step_ms % BUCKET_MS:
-            raise ValueError(f"step {step_s} s is not a positive multiple of {BUCKET_MS // 1000} s")
+        step_ms = step_of(step_s)
         sid = self._series_id(site, device, point)
         if sid is None:
             return []
@@ -683,19 +612,13 @@ class SqliteStorage:
             "ORDER BY bucket_ms",
             (sid, start, t1),
         )
-        stored = {r[0]: RollupRow(*r) for r in rows}
-        with self._rollup_lock:
-            pending = [
-                (bucket, acc.row(bucket))
+        with self._rollup_lock:  # not flushed yet: merged in so queries see every reading
+            pending = {
+                bucket: acc.row(bucket)
                 for (s, bucket), acc in self._pending.items()
                 if s == sid and start <= bucket < t1
-            ]
-        for bucket, row in pending:  # not flushed yet: merged in so queries see every reading
-            cur = stored.get(bucket)
-            stored[bucket] = row if cur is None else merge(cur, row)
-        coarse = coarsen((stored[b] for b in sorted(stored)), step_ms)
-        coarse = [r for r in coarse if r.bucket_ms + step_ms > t0]
-        return coarse[offset : offset + limit]
+            }
+        return view(map(RollupRow._make, rows), pending, t0, step_ms, limit=limit, offset=offset)
 
     def losses(self, site: str, t0: int = 0, t1: int | None = None) -> list[LossRecord]:
         rows = self._read(
@@ -799,15 +722,10 @@ class SqliteStorage:
         rows = self._read("SELECT * FROM sites WHERE site = ?", (site,))
         if not rows:
             raise UnknownSiteError(f"no site {site!r}")
-        return self._site(rows[0])
+        return R.site_info(rows[0])
 
     def list_sites(self) -> list[SiteInfo]:
-        return [self._site(r) for r in self._read("SELECT * FROM sites ORDER BY site")]
-
-    @staticmethod
-    def _site(row: Sequence[Any]) -> SiteInfo:
-        site, name, region, tz, tariff, created_ms, enabled = row
-        return SiteInfo(site, name, region, tz, tariff, created_ms, bool(enabled))
+        return [R.site_info(r) for r in self._read("SELECT * FROM sites ORDER BY site")]
 
     def add_key(self, site: str, public_key: str, kid: str, added_ms: int) -> SiteKey:
         """Enrol a public key (hex) for `site`; SiteKeyError if the key is already enrolled."""
@@ -855,10 +773,10 @@ class SqliteStorage:
 
     def site_state(self, site: str) -> SiteState:
         rows = self._read("SELECT * FROM site_state WHERE site = ?", (site,))
-        return self._state(rows[0]) if rows else SiteState(site)
+        return R.site_state(rows[0]) if rows else SiteState(site)
 
     def site_states(self) -> list[SiteState]:
-        return [self._state(r) for r in self._read("SELECT * FROM site_state ORDER BY site")]
+        return [R.site_state(r) for r in self._read("SELECT * FROM site_state ORDER BY site")]
 
     def put_site_state(self, state: SiteState) -> None:
         """Write a site's presence (birth/death fields); last_seen_ms only ever grows."""
@@ -875,19 +793,12 @@ class SqliteStorage:
                     state.online,
                     state.boot,
                     state.version,
-                    json.dumps(dict(state.devices), sort_keys=True),
+                    R.dump_json(dict(state.devices)),
                     state.last_seen_ms,
                     state.birth_ms,
                     state.death_ms,
                 ),
             )
-
-    @staticmethod
-    def _state(row: Sequence[Any]) -> SiteState:
-        site, online, boot, version, devices, last_seen, birth, death = row
-        return SiteState(
-            site, bool(online), boot, version, dict(json.loads(devices)), last_seen, birth, death
-        )
 
     # ---- alarms ------------------------------------------------------------------------------
 
@@ -1017,7 +928,7 @@ class SqliteStorage:
                     site,
                     seq,
                     action,
-                    json.dumps(params, sort_keys=True),
+                    R.dump_json(params),
                     issued_ms,
                     expires_ms,
                     lease_s,
@@ -1056,7 +967,7 @@ class SqliteStorage:
                     status,
                     ack_ms,
                     reason,
-                    None if readback is None else json.dumps(readback, sort_keys=True),
+                    None if readback is None else R.dump_json(readback),
                     rtt_ms,
                     command_id,
                 ),
@@ -1065,7 +976,7 @@ class SqliteStorage:
 
     def command(self, command_id: str) -> CommandRecord | None:
         rows = self._read("SELECT * FROM commands WHERE id = ?", (command_id,))
-        return self._command(rows[0]) if rows else None
+        return R.command(rows[0]) if rows else None
 
     def command_history(
         self, site: str | None = None, *, limit: int = 100, offset: int = 0
@@ -1081,29 +992,7 @@ class SqliteStorage:
                 "SELECT * FROM commands WHERE site = ? ORDER BY seq DESC LIMIT ? OFFSET ?",
                 (site, limit, offset),
             )
-        return [self._command(r) for r in rows]
-
-    @staticmethod
-    def _command(row: Sequence[Any]) -> CommandRecord:
-        (cid, site, seq, action, params, issued, expires, lease, by, sent, status, ack, reason,
-         readback, rtt) = row  # fmt: skip
-        return CommandRecord(
-            cid,
-            site,
-            seq,
-            action,
-            json.loads(params),
-            issued,
-            expires,
-            lease,
-            by,
-            sent,
-            status,
-            ack,
-            reason,
-            None if readback is None else json.loads(readback),
-            rtt,
-        )
+        return [R.command(r) for r in rows]
 
 
 def open_storage(
