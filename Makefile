@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SYSPKGS := mosquitto socat mbpoll chromium
+SYSPKGS := mosquitto socat mbpoll chromium postgresql
 
 .PHONY: demo test lint typecheck pytest sysdeps venv bench clean
 

@@ -29,7 +29,7 @@ from aggregator.config import AggregatorConfig, load_config
 from aggregator.errors import AggregatorError, ConfigError, SiteError
 from aggregator.identity import init_key, show_key
 from aggregator.sites import SiteRegistry
-from aggregator.storage import SqliteStorage, open_storage
+from aggregator.storage import Storage, open_configured, open_database
 from protocols.clock import DEFAULT_TZ, SystemClock
 
 app = typer.Typer(help="sitewatt aggregator: ingest, API, sites and keys.", no_args_is_help=True)
@@ -75,8 +75,9 @@ def _errors() -> Iterator[None]:
 @contextmanager
 def _registry(config: Path, db: Path | None) -> Iterator[SiteRegistry]:
     with _errors():
-        path = db if db is not None else _config(config).database.path
-        storage: SqliteStorage = open_storage(path)
+        storage: Storage = (
+            open_database(path=db) if db is not None else open_configured(_config(config).database)
+        )
         try:
             yield SiteRegistry(storage, SystemClock())
         finally:
@@ -302,7 +303,7 @@ def broker_config(
         cfg = _config(config)
         sites = list(site or [])
         if sites_from_db:
-            storage = open_storage(db if db is not None else cfg.database.path)
+            storage = open_configured(cfg.database, path=db)
             try:
                 sites += [s.site for s in storage.list_sites()]
             finally:

@@ -22,7 +22,7 @@ from aggregator.control.events import DrStore, new_event
 from aggregator.control.settings import settings_from_config
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.reports import build_report, write_report
-from aggregator.storage import SqliteStorage, open_storage
+from aggregator.storage import Storage, open_configured
 from protocols.clock import SystemClock, now_ms, parse_time
 
 out = Console(highlight=False)
@@ -46,12 +46,12 @@ def _config(path: Path) -> AggregatorConfig:
 
 
 @contextmanager
-def _session(config: Path, db: Path | None) -> Iterator[tuple[SqliteStorage, ControlContext]]:
+def _session(config: Path, db: Path | None) -> Iterator[tuple[Storage, ControlContext]]:
     """Storage and control context, with errors printed as one line (exit 2: bad input)."""
-    storage: SqliteStorage | None = None
+    storage: Storage | None = None
     try:
         cfg = _config(config)
-        storage = open_storage(db if db is not None else cfg.database.path)
+        storage = open_configured(cfg.database, path=db)
         yield storage, ControlContext.load(settings_from_config(cfg), storage)
     except ConfigError as exc:
         err.print(f"[red]error:[/red] {exc}")

@@ -18,7 +18,7 @@ from rich.table import Table
 from aggregator.auth import generate_token, hash_token, parse_role
 from aggregator.config import load_config
 from aggregator.errors import AggregatorError
-from aggregator.storage import SqliteStorage, open_storage
+from aggregator.storage import Storage, open_configured, open_database
 from protocols.clock import SystemClock, now_ms
 
 tokens_app = typer.Typer(help="API bearer tokens (roles: viewer, operator, admin).")
@@ -35,10 +35,11 @@ DbOpt = Annotated[
 ]
 
 
-def _open(config: Path, db: Path | None) -> SqliteStorage:
+def _open(config: Path, db: Path | None) -> Storage:
     try:
-        path = db if db is not None else load_config(config).database.path
-        return open_storage(path)
+        if db is not None:
+            return open_database(path=db)
+        return open_configured(load_config(config).database)
     except AggregatorError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

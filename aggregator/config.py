@@ -75,13 +75,22 @@ class BrokerConfig(_Frozen):
 
 class DatabaseConfig(_Frozen):
     path: Path = Path("var/aggregator.db")
-    url: str | None = None  # postgresql://… for the scale-out backend (not built yet)
+    url: str | None = None  # postgresql://… : the scale-out backend, used instead of `path`
 
     @model_validator(mode="after")
     def _check(self) -> DatabaseConfig:
         if self.url is not None and not self.url.startswith(("postgresql://", "postgres://")):
             raise ValueError(f"url {self.url!r}: only postgresql:// URLs are understood")
         return self
+
+    def describe(self) -> str:
+        """Where the data is, for logs: the file, or the URL without its password."""
+        if self.url is None:
+            return str(self.path)
+        head, sep, tail = self.url.partition("@")
+        if sep and ":" in head.split("//", 1)[-1]:
+            head = head.rsplit(":", 1)[0] + ":***"
+        return head + sep + tail
 
 
 class KeysConfig(_Frozen):
@@ -170,8 +179,8 @@ __all__ = [
     "DEFAULT_PREFIX",
     "AggregatorConfig",
     "BrokerConfig",
-    "ControlConfig",
     "CommandsConfig",
+    "ControlConfig",
     "DatabaseConfig",
     "HttpConfig",
     "IngestConfig",

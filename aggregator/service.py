@@ -20,13 +20,13 @@ from aggregator.commands import Commands
 from aggregator.config import AggregatorConfig
 from aggregator.control.loop import ControlLoop
 from aggregator.control.settings import settings_from_config
-from aggregator.errors import ConfigError, StorageError
+from aggregator.errors import StorageError
 from aggregator.identity import load_signer
 from aggregator.ingest import Ingest
 from aggregator.metrics import AggregatorMetrics
 from aggregator.services import Services
 from aggregator.sites import SiteRegistry
-from aggregator.storage import DAY_MS, open_storage
+from aggregator.storage import open_configured
 from protocols.clock import Clock, SystemClock, now_ms
 from protocols.topics import Topics
 
@@ -34,17 +34,11 @@ log = logging.getLogger("sitewatt.aggregator")
 
 
 def build_services(config: AggregatorConfig, *, clock: Clock | None = None) -> Services:
-    """Open storage, load the signing key, and wire ingest, commands and the registry."""
-    if config.database.url is not None:
-        raise ConfigError("database.url: the PostgreSQL backend is not available yet; use path")
+    """Open storage (PostgreSQL when `database.url` is set, else SQLite), load the signing key,
+    and wire ingest, commands and the registry."""
     clock = clock or SystemClock()
     signer = load_signer(config.keys.key_file)
-    rollup_days = config.retention.rollup_days
-    storage = open_storage(
-        config.database.path,
-        raw_retention_ms=int(config.retention.raw_days * DAY_MS),
-        rollup_retention_ms=int(rollup_days * DAY_MS) if rollup_days else None,
-    )
+    storage = open_configured(config.database, config.retention)
     metrics = AggregatorMetrics()
     registry = SiteRegistry(storage, clock)
     ingest = Ingest(config, storage, registry, signer, clock=clock, metrics=metrics)
@@ -138,7 +132,7 @@ async def run(
             config.broker.port,
             config.http.host,
             config.http.port,
-            config.database.path,
+            config.database.describe(),
         )
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)

@@ -1,8 +1,10 @@
-"""Aggregator storage: the `Storage` interface, its SQLite backend, and the values they pass."""
+"""Aggregator storage: the `Storage` interface, its backends (SQLite; PostgreSQL in
+`aggregator.storage.postgres`, imported only when configured) and the values they pass."""
 
+from aggregator.storage.backend import open_configured, open_database
 from aggregator.storage.base import Storage
-from aggregator.storage.rollup import BUCKET_MS
-from aggregator.storage.sqlite import DAY_MS, SqliteStorage, open_storage
+from aggregator.storage.rollup import BUCKET_MS, DAY_MS
+from aggregator.storage.sqlite import SqliteStorage, open_storage
 from aggregator.storage.types import (
     AlarmRecord,
     CommandRecord,
@@ -37,5 +39,7 @@ __all__ = [
     "StoreResult",
     "TokenRecord",
     "VerifiedBatch",
+    "open_configured",
+    "open_database",
     "open_storage",
 ]

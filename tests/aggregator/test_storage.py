@@ -1,13 +1,12 @@
-"""SQLite storage: migrations, batched inserts, dedupe, rollups, latest cache, retention."""
+"""The Storage behaviour, run against each backend (SQLite, PostgreSQL): migrations, batched
+inserts, dedupe, rollups, latest, retention, and the registry, alarm, token and command tables."""
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -18,13 +17,13 @@ from aggregator.storage import (
     LossRecord,
     SiteInfo,
     SiteState,
-    SqliteStorage,
     Storage,
     VerifiedBatch,
-    open_storage,
+    postgres_schema,
+    schema,
 )
-from aggregator.storage.schema import LATEST_VERSION
 from protocols.types import Quality, Reading
+from tests.support.storage_fixtures import Backend
 
 T0 = 1_700_000_100_000 - 1_700_000_100_000 % BUCKET_MS  # a bucket boundary
 
@@ -41,25 +40,28 @@ def batch(
     return VerifiedBatch(site, seq, "boot-1", sent, sent + 5, hist, readings, losses)
 
 
+def latest_version(backend: Backend) -> int:
+    return (postgres_schema if backend.name == "postgres" else schema).LATEST_VERSION
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStorage]:
-    s = open_storage(tmp_path / "agg.db")
+def store(backend: Backend) -> Iterator[Storage]:
+    s = backend.open()
     try:
         yield s
     finally:
         s.close()
 
 
-def test_migrates_from_empty_and_reopens(tmp_path: Path) -> None:
-    path = tmp_path / "agg.db"
-    s = open_storage(path)
+def test_migrates_from_empty_and_reopens(backend: Backend) -> None:
+    s = backend.open()
     assert isinstance(s, Storage)
-    assert s.schema_version() == LATEST_VERSION
+    assert s.schema_version() == latest_version(backend)
     s.store_batches([batch(1, [Reading(T0, "rect", "v", 53.5)])])
     s.close()
-    again = open_storage(path)
+    again = backend.open()
     try:
-        assert again.schema_version() == LATEST_VERSION
+        assert again.schema_version() == latest_version(backend)
         assert again.readings("S1", "rect", "v", 0, 2**62) == [Reading(T0, "rect", "v", 53.5)]
         # the series cache is rebuilt from the file: a new batch reuses the series
         again.store_batches([batch(2, [Reading(T0 + 1, "rect", "v", 53.6)])])
@@ -68,18 +70,14 @@ def test_migrates_from_empty_and_reopens(tmp_path: Path) -> None:
         again.close()
 
 
-def test_refuses_a_newer_schema(tmp_path: Path) -> None:
-    path = tmp_path / "agg.db"
-    open_storage(path).close()
-    conn = sqlite3.connect(path)
-    conn.execute("INSERT INTO schema_version VALUES (?, 'future', 0)", (LATEST_VERSION + 1,))
-    conn.commit()
-    conn.close()
+def test_refuses_a_newer_schema(backend: Backend) -> None:
+    backend.open().close()
+    backend.bump_schema(latest_version(backend) + 1)
     with pytest.raises(SchemaError, match="newer"):
-        open_storage(path)
+        backend.open()
 
 
-def test_stores_values_of_every_kind(store: SqliteStorage) -> None:
+def test_stores_values_of_every_kind(store: Storage) -> None:
     rs = [
         Reading(T0, "bat", "soc", 87.5),
         Reading(T0, "meter", "mains", True),
@@ -107,7 +105,7 @@ def test_stores_values_of_every_kind(store: SqliteStorage) -> None:
     assert store.readings("S1", "nope", "soc", T0, T0 + 2000) == []
 
 
-def test_duplicate_seq_is_reported_and_not_stored_twice(store: SqliteStorage) -> None:
+def test_duplicate_seq_is_reported_and_not_stored_twice(store: Storage) -> None:
     rs = [Reading(T0 + i, "rect", "i", float(i)) for i in range(10)]
     first = store.store_batches([batch(7, rs)])
     assert first.stored == [("S1", 7)]
@@ -126,7 +124,7 @@ def test_duplicate_seq_is_reported_and_not_stored_twice(store: SqliteStorage) ->
     assert store.reading_count() == 21
 
 
-def test_many_sites_in_one_group(store: SqliteStorage) -> None:
+def test_many_sites_in_one_group(store: Storage) -> None:
     group = [
         batch(seq, [Reading(T0 + seq, "rect", f"p{j}", float(j)) for j in range(5)], site=f"S{k}")
         for k in range(20)
@@ -139,14 +137,14 @@ def test_many_sites_in_one_group(store: SqliteStorage) -> None:
 
 
 @pytest.mark.parametrize("flush_s", [0.0, 3600.0], ids=["flushed", "in-memory"])
-def test_rollups_match_hand_computed_values(tmp_path: Path, flush_s: float) -> None:
-    store = open_storage(tmp_path / "agg.db", rollup_flush_s=flush_s)
+def test_rollups_match_hand_computed_values(backend: Backend, flush_s: float) -> None:
+    store = backend.open(rollup_flush_s=flush_s)
     try:
         _check_rollups(store)
     finally:
         store.close()
     # whatever was in memory was flushed on close: the file alone gives the same answer
-    again = open_storage(tmp_path / "agg.db", rollup_flush_s=flush_s)
+    again = backend.open(rollup_flush_s=flush_s)
     try:
         (hour,) = again.rollups("S1", "bat", "v", T0, T0 + 2 * BUCKET_MS, step_s=3600)
         assert (hour.n, hour.first, hour.last) == (7, 2.0, 9.0)
@@ -154,7 +152,7 @@ def test_rollups_match_hand_computed_values(tmp_path: Path, flush_s: float) -> N
         again.close()
 
 
-def _check_rollups(store: SqliteStorage) -> None:
+def _check_rollups(store: Storage) -> None:
     # bucket 0: 10, 30, 20 (t order 10 s, 60 s, 120 s) + a comm-error (ignored) + 5 in a later
     # group at t = 30 s (not first nor last by time); bucket 1: 7 then 9.
     g1 = [
@@ -192,14 +190,13 @@ def _check_rollups(store: SqliteStorage) -> None:
         store.rollups("S1", "bat", "v", T0, T0 + BUCKET_MS, step_s=60)
 
 
-def test_rollups_in_memory_at_a_crash_are_rebuilt_from_raw(tmp_path: Path) -> None:
-    path = tmp_path / "agg.db"
+def test_rollups_in_memory_at_a_crash_are_rebuilt_from_raw(backend: Backend) -> None:
     # a process stores two groups, then dies without flushing its in-memory rollups
     script = f"""
 import os
-from aggregator.storage import VerifiedBatch, open_storage
+from aggregator.storage import VerifiedBatch
 from protocols.types import Reading
-s = open_storage({str(path)!r}, rollup_flush_s=0)
+{backend.open_source(rollup_flush_s=0)}
 s.store_batches([VerifiedBatch("S1", 1, "b", {T0}, {T0}, False, [Reading({T0}, "b", "v", 4.0)])])
 s.rollup_flush_s = 3600
 rs = [Reading({T0 + 1000}, "b", "v", 6.0), Reading({T0 + BUCKET_MS}, "b", "v", 1.0)]
@@ -207,7 +204,8 @@ s.store_batches([VerifiedBatch("S1", 2, "b", {T0}, {T0}, True, rs)])
 os._exit(0)
 """
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
-    store = open_storage(path)
+    backend.wait_writers_gone()
+    store = backend.open()
     try:
         b0, b1 = store.rollups("S1", "b", "v", T0, T0 + 2 * BUCKET_MS)
         assert (b0.n, b0.min, b0.max, b0.mean, b0.first, b0.last) == (2, 4.0, 6.0, 5.0, 4.0, 6.0)
@@ -215,14 +213,14 @@ os._exit(0)
     finally:
         store.close()
     # repaired once: a further reopen changes nothing
-    store = open_storage(path)
+    store = backend.open()
     try:
         assert [r.n for r in store.rollups("S1", "b", "v", T0, T0 + 2 * BUCKET_MS)] == [2, 1]
     finally:
         store.close()
 
 
-def test_energy_delta_from_counter_rollups(store: SqliteStorage) -> None:
+def test_energy_delta_from_counter_rollups(store: Storage) -> None:
     # an energy counter read every 5 min over one hour: 100.0 kWh + 0.5 kWh per reading
     rs = [Reading(T0 + i * 300_000, "meter", "energy", 100.0 + 0.5 * i) for i in range(13)]
     store.store_batches([batch(1, rs)])
@@ -230,8 +228,8 @@ def test_energy_delta_from_counter_rollups(store: SqliteStorage) -> None:
     assert rows[-1].last - rows[0].first == pytest.approx(6.0)
 
 
-def test_latest_keeps_newest_and_ignores_older_history(tmp_path: Path) -> None:
-    store = open_storage(tmp_path / "agg.db")
+def test_latest_keeps_newest_and_ignores_older_history(backend: Backend) -> None:
+    store = backend.open()
     try:
         store.store_batches([batch(1, [Reading(T0 + 5000, "bat", "soc", 80.0)])])
         assert store.latest("S1")[("bat", "soc")].value == 80.0
@@ -245,7 +243,7 @@ def test_latest_keeps_newest_and_ignores_older_history(tmp_path: Path) -> None:
         store.store_batches([batch(1, [Reading(T0, "ac", "on", True)], site="S2")])
     finally:
         store.close()
-    again = open_storage(tmp_path / "agg.db")
+    again = backend.open()
     try:
         assert again.latest("S1") == {("bat", "soc"): Reading(T0 + 9000, "bat", "soc", 79.0)}
         assert again.latest("S2")[("ac", "on")].value is True
@@ -254,8 +252,8 @@ def test_latest_keeps_newest_and_ignores_older_history(tmp_path: Path) -> None:
         again.close()
 
 
-def test_retention_deletes_old_raw_and_keeps_rollups(tmp_path: Path) -> None:
-    store = open_storage(tmp_path / "agg.db", raw_retention_ms=DAY_MS)
+def test_retention_deletes_old_raw_and_keeps_rollups(backend: Backend) -> None:
+    store = backend.open(raw_retention_ms=DAY_MS)
     try:
         old = [Reading(T0, "bat", "v", 1.0), Reading(T0 + 1, "bat", "w", 2.0)]
         new = [Reading(T0 + 2 * DAY_MS, "bat", "v", 3.0)]
@@ -268,7 +266,7 @@ def test_retention_deletes_old_raw_and_keeps_rollups(tmp_path: Path) -> None:
         assert store.latest("S1") == {("bat", "v"): new[0]}
     finally:
         store.close()
-    store = open_storage(tmp_path / "agg.db", raw_retention_ms=DAY_MS, rollup_retention_ms=DAY_MS)
+    store = backend.open(raw_retention_ms=DAY_MS, rollup_retention_ms=DAY_MS)
     try:
         assert store.apply_retention(T0 + 2 * DAY_MS + 1000)["rollups"] == 2
         assert [r.n for r in store.rollups("S1", "bat", "v", 0, 2**62)] == [1]
@@ -276,7 +274,7 @@ def test_retention_deletes_old_raw_and_keeps_rollups(tmp_path: Path) -> None:
         store.close()
 
 
-def test_losses_and_last_seen(store: SqliteStorage) -> None:
+def test_losses_and_last_seen(store: Storage) -> None:
     loss = LossRecord(T0 + 10, 500, T0 - DAY_MS, T0 - DAY_MS + 60_000)
     store.store_batches([batch(1, [Reading(T0, "bat", "v", 1.0)], losses=(loss,))])
     assert store.losses("S1") == [loss]
@@ -292,7 +290,7 @@ def test_losses_and_last_seen(store: SqliteStorage) -> None:
     assert [s.site for s in store.site_states()] == ["S1"]
 
 
-def test_reads_from_another_thread_while_writing(store: SqliteStorage) -> None:
+def test_reads_from_another_thread_while_writing(store: Storage) -> None:
     errors: list[BaseException] = []
     stop = threading.Event()
 
@@ -316,7 +314,7 @@ def test_reads_from_another_thread_while_writing(store: SqliteStorage) -> None:
     assert store.latest("S1")[("p", "v")].value == 50.0
 
 
-def test_sites_keys_tokens_alarms_commands(store: SqliteStorage) -> None:
+def test_sites_keys_tokens_alarms_commands(store: Storage) -> None:
     store.add_site(SiteInfo("S1", name="Hill", region="CQ", created_ms=1))
     with pytest.raises(SiteExistsError):
         store.add_site(SiteInfo("S1", created_ms=2))
