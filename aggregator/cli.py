@@ -100,17 +100,27 @@ def serve(
         str | None, typer.Option("--log-level", help="debug, info, warning, error")
     ] = None,
     no_http: Annotated[bool, typer.Option("--no-http", help="ingest only, no HTTP API")] = False,
+    worker: Annotated[
+        str | None,
+        typer.Option(
+            "--worker",
+            help="run as an extra ingest worker NAME of broker.share_group (client id + "
+            "'-NAME'; no control loop: the worker started without --worker runs it)",
+        ),
+    ] = None,
 ) -> None:
     """Run ingest and the HTTP API until SIGTERM/SIGINT."""
     from aggregator.service import run
 
     with _errors():
         cfg = _config(config, required=True)
+        if worker is not None:
+            cfg = cfg.for_worker(worker)
         logging.basicConfig(
             level=(log_level or cfg.log_level).upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
-        asyncio.run(run(cfg, http=not no_http, clock=cfg.clock.build()))
+        asyncio.run(run(cfg, http=not no_http, control=worker is None, clock=cfg.clock.build()))
 
 
 # ---- sites --------------------------------------------------------------------------------

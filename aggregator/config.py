@@ -7,6 +7,7 @@ works from a checkout. A bad value stops start-up with the dotted path of the ke
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,7 @@ from protocols.clock import ClockSettings
 from protocols.validation import validation_problems
 
 DEFAULT_PREFIX = "sitewatt/v1"
+_WORKER_RE = re.compile(r"[A-Za-z0-9._-]{1,16}")
 
 
 class _Frozen(BaseModel):
@@ -152,6 +154,20 @@ class AggregatorConfig(_Frozen):
         """Oldest acceptable batch age: ingest.max_age_s, else the raw-retention window."""
         seconds = self.ingest.max_age_s or self.retention.raw_days * 86400
         return int(seconds * 1000)
+
+    def for_worker(self, name: str) -> AggregatorConfig:
+        """This config for ingest worker `name` (`serve --worker NAME`): the broker client id
+        gets `-NAME`, so each worker has its own persistent session in the shared group."""
+        if self.broker.share_group is None:
+            raise ConfigError("--worker: set broker.share_group (else each worker gets it all)")
+        if not _WORKER_RE.fullmatch(name):
+            raise ConfigError(f"--worker {name!r}: 1-16 of A-Z a-z 0-9 . _ -")
+        client_id = f"{self.broker.client_id}-{name}"
+        if len(client_id) > 64:
+            raise ConfigError(f"--worker: client id {client_id!r} is over 64 characters")
+        return self.model_copy(
+            update={"broker": self.broker.model_copy(update={"client_id": client_id})}
+        )
 
 
 def config_from_dict(data: dict[str, Any], *, source: str = "config") -> AggregatorConfig:

@@ -40,7 +40,8 @@ from aggregator.storage import LossRecord, SiteState, Storage, StoreResult, Veri
 from aggregator.verify import Rejected, Verified, Window, apply_presence, verify_message
 from protocols import messages
 from protocols.clock import Clock, SystemClock, now_ms
-from protocols.envelope import Signer
+from protocols.envelope import Keyring, Signer, unseal
+from protocols.errors import EnvelopeError, MessageError
 from protocols.topics import TopicKind, Topics, shared_subscription
 from protocols.types import Reading
 
@@ -210,6 +211,8 @@ class Ingest:
         for kind in kinds:
             f = self.topics.all_sites(kind)
             out.append((shared_subscription(group, f) if group else f, 1))
+        if group:  # every worker sees the aggregator's state (see _reassert_online)
+            out.append((self.topics.aggregator_state(), 1))
         return out
 
     def _on_connect(
@@ -381,8 +384,9 @@ class Ingest:
         metrics = self.metrics
         own_state = self.topics.aggregator_state()
         for m in group:
-            if m.topic == own_state:
-                continue  # our own retained state, matched by the `{p}/+/state` filter
+            if m.topic == own_state:  # our own retained state, matched by `{p}/+/state`
+                self._reassert_online(m.topic, m.payload)
+                continue
             kind = m.topic.rsplit("/", 1)[-1]
             self.stats.messages_in += 1
             if metrics is not None:
@@ -437,6 +441,21 @@ class Ingest:
             # commit overlap with them. The queue is bounded, so slow hooks slow ingest down
             # rather than pile up.
             self._hooks.put((batches, result, changed))
+
+    def _reassert_online(self, topic: str, payload: bytes) -> None:
+        """With several workers (a shared subscription), one that stops — or dies: its LWT —
+        sets the retained state offline while the others still run, and agents would hold
+        their data; a running worker that sees it puts the state back to online."""
+        if self.config.broker.share_group is None or self._stopping.is_set() or not payload:
+            return
+        try:
+            opened = unseal(payload, topic, Keyring([self.signer.public_key]))
+            msg = messages.decode(opened.payload)
+        except (EnvelopeError, MessageError):
+            return
+        if isinstance(msg, messages.AggregatorState) and not msg.online:
+            log.info("another worker left the aggregator state offline; setting it online")
+            self.publish(topic, self._state_payload(True), retain=True)
 
     def _store(self, batches: list[VerifiedBatch]) -> StoreResult | None:
         """Commit the group, retrying while the database is unavailable."""

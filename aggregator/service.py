@@ -102,8 +102,12 @@ async def run(
     stop: asyncio.Event | None = None,
     clock: Clock | None = None,
     http: bool = True,
+    control: bool = True,
 ) -> None:
-    """Run until `stop` is set or the process gets SIGTERM/SIGINT; shut down cleanly."""
+    """Run until `stop` is set or the process gets SIGTERM/SIGINT; shut down cleanly.
+
+    `control=False` keeps the control loop off whatever the config says: with several ingest
+    workers, one of them runs it."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
@@ -123,7 +127,7 @@ async def run(
         tasks.append(asyncio.create_task(_retention_loop(services), name="retention"))
         if services.alarms is not None:
             tasks.append(asyncio.create_task(services.alarms.run(), name="alarms"))
-        if settings_from_config(config).enabled:  # the control loop (aggregator.control)
+        if control and settings_from_config(config).enabled:  # aggregator.control
             services.control = ControlLoop(services)
             tasks.append(asyncio.create_task(services.control.run(), name="control"))
         log.info(
