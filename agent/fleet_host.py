@@ -21,6 +21,7 @@ from pathlib import Path
 
 from agent.config import SiteConfig
 from agent.errors import AgentError
+from agent.guard_loop import GUARD_MIN_WALL_S
 from agent.poller import load_device_profiles
 from agent.runtime import Agent
 from protocols.profiles import Profile
@@ -41,12 +42,23 @@ class FleetHostStatus:
     wall: float
 
 
+WALL_FLOOR_PER_AGENT_S = 0.01
+"""Each hosted agent stretches the unprompted wakes of every agent's guard and delivery loops
+by this much wall time (250 agents: every 2.5 s), so a host's idle wakes stay near 200 a wall
+second whatever its size. Polls, commands and receipts still prompt them at once."""
+
+
+def wall_floor_s(agents: int) -> float:
+    return max(GUARD_MIN_WALL_S, agents * WALL_FLOOR_PER_AGENT_S)
+
+
 class FleetHost:
     """Agents for many sites on one loop. `await start()` … `await stop()`."""
 
     def __init__(self, configs: Sequence[SiteConfig], *, start_spread_s: float = 2.0) -> None:
         self.configs = list(configs)
         self.start_spread_s = start_spread_s
+        self.wall_floor_s = wall_floor_s(len(self.configs))
         self.agents: list[Agent] = []
         self.started = 0
         self._profiles: dict[Path, Profile] = {}
@@ -70,7 +82,14 @@ class FleetHost:
     def build(self) -> None:
         """Construct every agent (raises the first config or key problem)."""
         for cfg in self.configs:
-            self.agents.append(Agent(cfg, cfg.clock.build(), profiles=self._shared_profiles(cfg)))
+            self.agents.append(
+                Agent(
+                    cfg,
+                    cfg.clock.build(),
+                    profiles=self._shared_profiles(cfg),
+                    wall_floor_s=self.wall_floor_s,
+                )
+            )
 
     async def start(self) -> None:
         if not self.agents:
@@ -137,4 +156,11 @@ async def serve(
             write_status(status_file, host.status())
 
 
-__all__ = ["FleetHost", "FleetHostStatus", "serve", "write_status"]
+__all__ = [
+    "WALL_FLOOR_PER_AGENT_S",
+    "FleetHost",
+    "FleetHostStatus",
+    "serve",
+    "wall_floor_s",
+    "write_status",
+]

@@ -57,9 +57,15 @@ def link_settings(config: SiteConfig) -> LinkSettings:
     )
 
 
-def delivery_settings(config: SiteConfig, profiles: Mapping[str, Profile]) -> DeliverySettings:
+def delivery_settings(
+    config: SiteConfig,
+    profiles: Mapping[str, Profile],
+    *,
+    idle_min_wall_s: float = GUARD_MIN_WALL_S,
+) -> DeliverySettings:
     o = config.outbox
     return DeliverySettings(
+        idle_min_wall_s=idle_min_wall_s,
         link=link_settings(config),
         policy=DeliveryPolicy(
             batch_max_readings=o.batch_max_readings,
@@ -89,7 +95,10 @@ class Agent:
         profiles: Mapping[str, Profile] | None = None,
         buses: Mapping[str, ModbusBus] | None = None,
         rng: random.Random | None = None,
+        wall_floor_s: float = GUARD_MIN_WALL_S,
     ) -> None:
+        """`wall_floor_s`: the shortest wall time between the unprompted looks of the guard
+        and delivery loops (a fleet host of hundreds of agents raises it)."""
         self.config = config
         self.clock = clock or SystemClock()
         self._rng = rng or random.Random()
@@ -101,7 +110,7 @@ class Agent:
         self.audit = AuditLog(config.outbox.path)
         self.acks = AckQueue(config.outbox.path)
         self.delivery = Delivery(
-            delivery_settings(config, self.profiles),
+            delivery_settings(config, self.profiles, idle_min_wall_s=wall_floor_s),
             self.identity,
             self.outbox,
             self.clock,
@@ -141,15 +150,22 @@ class Agent:
             DeviceKind.RECTIFIER,
         }
         # Leases, aggregator-offline restores and interlock acts: prompted by a command, the
-        # aggregator going offline or a poll (paced: at most every GUARD_MIN_WALL_S), or a tick.
+        # aggregator going offline or a poll (paced: at most every `wall_floor_s`), or a tick.
         self.guard = GuardLoop(
-            f"{config.site_id}: guard", self.clock, self._guard_step, prompt_gap_s=GUARD_MIN_WALL_S
+            f"{config.site_id}: guard",
+            self.clock,
+            self._guard_step,
+            prompt_gap_s=wall_floor_s,
+            floor_s=wall_floor_s,
         )
         # The reserve stop, in a loop of its own: the guard may wait on the command lock (a
         # breaker settling), this never does (`CommandProcessor.enforce_battery`). Prompted by
         # every poll, unpaced, so it acts within one poll of the SOC reaching the reserve.
         self.reserve_guard = GuardLoop(
-            f"{config.site_id}: reserve", self.clock, self.commands.enforce_battery
+            f"{config.site_id}: reserve",
+            self.clock,
+            self.commands.enforce_battery,
+            floor_s=wall_floor_s,
         )
         self._prompt = self.guard.prompt
         self._reserve_prompt = self.reserve_guard.prompt

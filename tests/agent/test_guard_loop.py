@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from agent.fleet_host import wall_floor_s
 from agent.guard_loop import GUARD_MIN_WALL_S, GuardLoop, tick_wall_s
 from protocols.clock import SimClock
 from tests.agent.devices_support import wait_for
@@ -84,3 +85,12 @@ async def test_a_failing_step_is_logged_and_the_loop_goes_on() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def test_a_fleet_host_stretches_the_floor_with_its_size() -> None:
+    """Idle wakes of a whole host stay near 200 a wall second: 8 per agent per second at the
+    plain floor would be 2,000 for 250 agents."""
+    assert wall_floor_s(1) == GUARD_MIN_WALL_S
+    assert wall_floor_s(250) == 2.5
+    for n in (50, 250, 1000):
+        assert 2 * n / wall_floor_s(n) <= 200.0
