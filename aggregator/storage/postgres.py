@@ -93,8 +93,8 @@ _NO_SERIES: dict[SeriesKey, int] = {}
 
 _INSERT_BATCHES = """
 INSERT INTO batches (site, seq, boot, sent_ms, received_ms, n, hist, t_min, t_max)
-SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::bigint[],
-                     %s::integer[], %s::boolean[], %s::bigint[], %s::bigint[])
+SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::bigint[], %b::bigint[],
+                     %b::integer[], %b::boolean[], %b::bigint[], %b::bigint[])
 ON CONFLICT DO NOTHING
 RETURNING site, seq
 """
@@ -102,8 +102,8 @@ RETURNING site, seq
 _UPSERT_ROLLUPS = """
 INSERT INTO rollups (series_id, bucket_ms, n, "min", "max", mean, "first", "last",
                      first_ms, last_ms)
-SELECT * FROM unnest(%s::integer[], %s::bigint[], %s::integer[], %s::float8[], %s::float8[],
-                     %s::float8[], %s::float8[], %s::float8[], %s::bigint[], %s::bigint[])
+SELECT * FROM unnest(%b::integer[], %b::bigint[], %b::integer[], %b::float8[], %b::float8[],
+                     %b::float8[], %b::float8[], %b::float8[], %b::bigint[], %b::bigint[])
 ON CONFLICT (series_id, bucket_ms) DO UPDATE SET
     n = rollups.n + excluded.n,
     "min" = least(rollups."min", excluded."min"),
@@ -124,7 +124,7 @@ INSERT INTO rollups (series_id, bucket_ms, n, "min", "max", mean, "first", "last
 SELECT r.series_id, k.bucket_ms, count(*), min(r.value), max(r.value), avg(r.value),
        (array_agg(r.value ORDER BY r.t_ms))[1], (array_agg(r.value ORDER BY r.t_ms DESC))[1],
        min(r.t_ms), max(r.t_ms)
-FROM unnest(%s::text[], %s::bigint[]) AS k(site, bucket_ms)
+FROM unnest(%b::text[], %b::bigint[]) AS k(site, bucket_ms)
 JOIN series s ON s.site = k.site
 JOIN readings r ON r.series_id = s.id
     AND r.t_ms >= k.bucket_ms AND r.t_ms < k.bucket_ms + {BUCKET_MS}
@@ -445,7 +445,7 @@ class PostgresStorage:
                     marks.update((site, t - t % BUCKET_MS) for t in ts)
             marks_sorted = sorted(marks)
             conn.execute(
-                "INSERT INTO rollup_marks SELECT %s, %s, * FROM unnest(%s::text[], %s::bigint[]) "
+                "INSERT INTO rollup_marks SELECT %s, %s, * FROM unnest(%b::text[], %b::bigint[]) "
                 "ON CONFLICT DO NOTHING",
                 (
                     self._writer,
@@ -470,7 +470,7 @@ class PostgresStorage:
         sites = sorted(seen)
         conn.execute(
             "INSERT INTO site_state (site, last_seen_ms) "
-            "SELECT * FROM unnest(%s::text[], %s::bigint[]) ON CONFLICT (site) DO UPDATE "
+            "SELECT * FROM unnest(%b::text[], %b::bigint[]) ON CONFLICT (site) DO UPDATE "
             "SET last_seen_ms = greatest(coalesce(site_state.last_seen_ms, 0), "
             "excluded.last_seen_ms)",
             (sites, [seen[s] for s in sites]),
@@ -514,13 +514,13 @@ class PostgresStorage:
             cols3 = ([k[0] for k in keys3], [k[1] for k in keys3], [k[2] for k in keys3])
             conn.execute(
                 "INSERT INTO series (site, device, point) "
-                "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) "
+                "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[]) "
                 "ON CONFLICT DO NOTHING",
                 cols3,
             )
             for sid, site, device, point in conn.execute(
                 "SELECT s.id, s.site, s.device, s.point FROM series s "
-                "JOIN unnest(%s::text[], %s::text[], %s::text[]) AS k(site, device, point) "
+                "JOIN unnest(%b::text[], %b::text[], %b::text[]) AS k(site, device, point) "
                 "USING (site, device, point)",
                 cols3,
             ):
@@ -553,7 +553,7 @@ class PostgresStorage:
         cols = list(zip(*rows, strict=True))
         cur = conn.execute(
             "INSERT INTO readings (series_id, t_ms, value, quality) "
-            "SELECT * FROM unnest(%s::integer[], %s::bigint[], %s::float8[], %s::smallint[]) "
+            "SELECT * FROM unnest(%b::integer[], %b::bigint[], %b::float8[], %b::smallint[]) "
             "ORDER BY 1, 2 ON CONFLICT DO NOTHING",
             [list(c) for c in cols],
         )
@@ -654,7 +654,7 @@ class PostgresStorage:
             sites, buckets = [t[0] for t in todo], [t[1] for t in todo]
             conn.execute(_REBUILD_ROLLUPS, (sites, buckets, _ROLLED))
             conn.execute(
-                "DELETE FROM rollup_marks m USING unnest(%s::text[], %s::bigint[]) "
+                "DELETE FROM rollup_marks m USING unnest(%b::text[], %b::bigint[]) "
                 "AS k(site, bucket_ms) WHERE m.site = k.site AND m.bucket_ms = k.bucket_ms "
                 "AND NOT (m.writer = ANY(%s))",
                 (sites, buckets, live),
