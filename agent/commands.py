@@ -83,6 +83,9 @@ log = logging.getLogger(__name__)
 AC_MODE_AUTO = 2
 BREAKER_SETTLE_S = 10.0
 BREAKER_POLL_S = 0.2
+READBACK_MIN_WALL_S = 0.05
+"""Read-backs while a breaker settles are at least this far apart in wall time: at 144x,
+0.2 clock seconds were 1.4 ms, and a fleet's command round flooded the simulators with reads."""
 RETRY_S = 30.0
 
 AckPublisher = Callable[[Ack], Awaitable[None]]
@@ -92,6 +95,14 @@ BATTERY_PARAMS = (PeakShave, Charge, BatteryAuto)
 
 
 # -- the plan -------------------------------------------------------------------------------------
+
+
+def readback_final(began: float, deadline: float) -> bool:
+    """Whether a read-back that does not show the written value fails the write.
+
+    Only a read begun once the settle time is over may: on a slow link (or a busy simulator)
+    a read begun before it can come back after it, showing the device as it was."""
+    return began >= deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -668,7 +679,9 @@ class CommandProcessor:
             raise CommandFailed("write", f"{w.device}.{w.point}: {exc}") from exc
         codec = PointCodec(check_pt)
         deadline = self.clock.now() + w.settle_s
+        pause = max(BREAKER_POLL_S, READBACK_MIN_WALL_S * self.clock.speed)
         while True:
+            began = self.clock.now()
             try:
                 raw = await bus.read(
                     dev.unit_id,
@@ -687,12 +700,12 @@ class CommandProcessor:
                 value, quality = codec.decode([int(x) for x in raw])
             if quality is Quality.GOOD and _same(value, w.expect, check_pt.scale):
                 return value
-            if self.clock.now() >= deadline:
+            if readback_final(began, deadline):
                 raise CommandFailed(
                     "readback_mismatch",
                     f"{w.device}.{w.verify} reads {value!r}, expected {w.expect!r}",
                 )
-            await self.clock.sleep(BREAKER_POLL_S)
+            await self.clock.sleep(max(0.0, min(pause, deadline - self.clock.now())))
 
     async def _after_applied(
         self, params: Params, view: SiteView, cmd_id: str, seq: int, lease_s: float
@@ -899,6 +912,7 @@ def _claimed_command(payload: bytes) -> tuple[str, int | None, str] | None:
 
 __all__ = [
     "MAX_CLOCK_SKEW_MS",
+    "READBACK_MIN_WALL_S",
     "CommandCounters",
     "CommandProcessor",
     "Outcome",
@@ -906,6 +920,7 @@ __all__ = [
     "Write",
     "admit",
     "plan_writes",
+    "readback_final",
     "reading_max_age_s",
     "site_view",
 ]

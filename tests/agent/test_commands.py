@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from agent.audit import AuditLog
-from agent.commands import CommandProcessor, SiteDevices
+from agent.commands import CommandProcessor, SiteDevices, readback_final
 from agent.poller import Poller, load_device_profiles
 from protocols import envelope, messages
 from protocols.clock import SimClock, now_ms
@@ -267,3 +267,13 @@ async def test_discharge_stops_at_reserve(tmp_path: Path) -> None:
         last = rig.audit.last()
         assert last is not None and last.reason == "reserve_reached" and last.status == "applied"
         assert not rig.proc.leases.holds("battery") and not rig.proc.discharging
+
+
+def test_only_a_read_begun_after_the_settle_time_fails_a_write() -> None:
+    """A fleet's busy simulator answered reads begun before the breaker's settle deadline after
+    it, showing the channel as it was: those must lead to one more read, not a failure."""
+    deadline = 110.0
+    assert not readback_final(began=100.0, deadline=deadline)
+    assert not readback_final(began=109.9, deadline=deadline)  # even if it returns at 125
+    assert readback_final(began=110.0, deadline=deadline)
+    assert readback_final(began=111.0, deadline=deadline)
