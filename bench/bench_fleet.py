@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -32,6 +34,7 @@ from typing import Any
 import psutil
 
 from bench.common import REPO, Row, emit, parser, show, venv_script
+from simulators.fleet_plan import default_poll_s
 
 TARGET_S = 600.0
 SCENARIO = REPO / "config" / "scenarios" / "fleet-20.toml"
@@ -93,6 +96,51 @@ class TreeSampler:
         return 100.0 * self.cpu_s / self.seen_s if self.seen_s > 0 else float("nan")
 
 
+def control_health(db: Path, speed: float) -> dict[str, Any]:
+    """What the aggregator's own records say of the run: command outcomes and round trips (in
+    wall time), and how fresh each site's data was at the end (simulated seconds)."""
+    if not db.exists():
+        return {}
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        by_status = dict(con.execute("SELECT status, count(*) FROM commands GROUP BY 1"))
+        reasons = con.execute(
+            "SELECT substr(reason, 1, instr(reason || ':', ':') - 1), count(*) FROM commands"
+            " WHERE status IN ('rejected', 'failed') GROUP BY 1 ORDER BY 2 DESC LIMIT 5"
+        ).fetchall()
+        rtts = sorted(r for (r,) in con.execute("SELECT rtt_ms FROM commands WHERE rtt_ms > 0"))
+        end = con.execute("SELECT max(t_ms) FROM readings").fetchone()[0] or 0
+        ages = sorted(
+            (end - t) / 1000.0
+            for (t,) in con.execute(
+                "SELECT max(r.t_ms) FROM readings r JOIN series s ON s.id = r.series_id"
+                " GROUP BY s.site"
+            )
+        )
+        not_followed = con.execute(
+            "SELECT count(DISTINCT site) FROM alarms WHERE kind = 'control_not_followed'"
+        ).fetchone()[0]
+    finally:
+        con.close()
+
+    def pct(xs: list[float], q: float) -> float | None:
+        return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else None
+
+    sent = sum(by_status.values())
+    p50, p99 = pct(rtts, 0.5), pct(rtts, 0.99)
+    return {
+        "commands": sent,
+        "commands_by_status": by_status,
+        "command_failures_by_reason": dict(reasons),
+        "applied_pct": 100.0 * by_status.get("applied", 0) / sent if sent else None,
+        "ack_rtt_wall_ms_p50": None if p50 is None else p50 / speed,
+        "ack_rtt_wall_ms_p99": None if p99 is None else p99 / speed,
+        "sites_not_followed": not_followed,
+        "data_age_s_p50": pct(ages, 0.5),
+        "data_age_s_max": ages[-1] if ages else None,
+    }
+
+
 def run_fleet(tmp: Path, sites: int, speed: float, hours: float) -> dict[str, Any]:
     out, work = tmp / f"out-{sites}", tmp / f"work-{sites}"
     log = open(tmp / f"fleet-{sites}.log", "wb")  # noqa: SIM115 - lives with the process
@@ -132,6 +180,9 @@ def run_fleet(tmp: Path, sites: int, speed: float, hours: float) -> dict[str, An
         "cpu_by_role": final.get("cpu_pct", {}),
         "rss_by_role_mb": final.get("rss_mb", {}),
         "log": str(tmp / f"fleet-{sites}.log"),
+        "timings": summary.get("timings", {}),
+        "poll_s": default_poll_s(speed, sites=sites, cpus=os.cpu_count() or 1),
+        **control_health(work / "aggregator" / "aggregator.db", speed),
     }
 
 
@@ -166,6 +217,20 @@ def main() -> None:
             rows.append(Row(f"  {n} sites: aggregator CPU (mean) / RSS (max)",
                             f"{r['aggregator_cpu_pct']:.0f} % / {r['aggregator_rss_mb']:.0f} MB",
                             ""))  # fmt: skip
+            if r.get("commands"):
+                rows.append(Row(f"  {n} sites: commands applied (of sent) / sites not following",
+                                f"{r['applied_pct']:.1f} % of {r['commands']} / "
+                                f"{r['sites_not_followed']}", "", "all applied"))  # fmt: skip
+                rows.append(Row(f"  {n} sites: command round trip p50 / p99 (wall)",
+                                f"{r['ack_rtt_wall_ms_p50']:.0f} / {r['ack_rtt_wall_ms_p99']:.0f}",
+                                "ms", "p99 ≤ 100 ms on one site"))  # fmt: skip
+                if r["command_failures_by_reason"]:
+                    why = ", ".join(f"{k} {v}" for k, v in r["command_failures_by_reason"].items())
+                    rows.append(Row(f"  {n} sites: commands refused or failed, by reason", why, ""))
+            if r.get("data_age_s_max") is not None:
+                rows.append(Row(f"  {n} sites: newest reading's age at the end, median / worst",
+                                f"{r['data_age_s_p50']:.0f} / {r['data_age_s_max']:.0f}",
+                                "simulated s", f"poll every {r['poll_s']} s"))  # fmt: skip
             roles = ", ".join(f"{k} {v:.0f}%" for k, v in sorted(r["cpu_by_role"].items()))
             rows.append(Row(f"  {n} sites: CPU by role at the end (% of a core)", roles, ""))
             if r["exit"] != 0:

@@ -239,11 +239,14 @@ def aggregator_config(
         "control": {
             "enabled": control,
             # The loop's times are simulated: keep rounds, acks and leases sane in wall time.
-            "interval_s": min(300.0, max(60.0, plan.speed / 2)),
+            # Rounds about every half wall second, but no more often than data comes in: a
+            # big fleet polled every 15 simulated minutes is planned every 5.
+            "interval_s": min(300.0, max(60.0, plan.speed / 2, plan.poll_s / 3)),
             # An unacknowledged command is a failure once it has expired, not before.
             "ack_timeout_s": command_expires_s(plan.speed),
-            # Renewals every 15 wall seconds at most: a lease is a safety net, not a heartbeat.
-            "lease_s": int(max(600.0, 30.0 * plan.speed)),
+            # Leases of 2 wall minutes, renewed every minute: a lease is a safety net, not a
+            # heartbeat, and each renewal is a whole command (writes and read-backs).
+            "lease_s": int(max(600.0, 120.0 * plan.speed)),
             # Readings a few wall seconds old are fresh in a sped-up fleet on a busy machine.
             "stale_s": max(300.0, 5.0 * plan.speed, 1.5 * plan.poll_s + MAX_AGE_S),
             "tariffs_dir": str(TARIFFS_DIR),
