@@ -393,7 +393,8 @@ class Delivery:
         """On a clean stop: the offline state, retained (a clean DISCONNECT suppresses the will)."""
         death = self._sign(self._state(online=False), self._t_state)
         with contextlib.suppress(LinkError, TimeoutError):
-            await asyncio.wait_for(link.publish(self._t_state, death, retain=True), 5.0)
+            async with asyncio.timeout(5.0):
+                await link.publish(self._t_state, death, retain=True)
         await link.disconnect()
 
     # -- incoming ---------------------------------------------------------------------------

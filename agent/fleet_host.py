@@ -147,7 +147,8 @@ async def serve(
             if failure is not None:
                 raise failure
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), status_every_s)
+                async with asyncio.timeout(status_every_s):
+                    await stop.wait()
     finally:
         starter.cancel()
         await asyncio.gather(starter, return_exceptions=True)

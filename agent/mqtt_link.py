@@ -124,13 +124,14 @@ class MqttLink:
         """Connect and wait for CONNACK; LinkError if refused, unreachable or too slow."""
         s = self.settings
         try:
-            await asyncio.wait_for(
-                self._loop.run_in_executor(
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # lands as the awaited thing completes, and a stopping agent would go on.
+            async with asyncio.timeout(s.connect_timeout_s):
+                await self._loop.run_in_executor(
                     None, lambda: self._client.connect(s.host, s.port, s.keepalive_s)
-                ),
-                s.connect_timeout_s,
-            )
-            await asyncio.wait_for(asyncio.shield(self._connected), s.connect_timeout_s)
+                )
+            async with asyncio.timeout(s.connect_timeout_s):
+                await asyncio.shield(self._connected)
         except (OSError, ssl.SSLError, ValueError) as exc:
             self._close(f"connect failed: {exc}")
             raise LinkError(f"cannot connect to {s.host}:{s.port}: {exc}") from exc
@@ -176,7 +177,8 @@ class MqttLink:
         if not self.closed.is_set() and self._sock is not None:
             self._client.disconnect()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.closed.wait(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self.closed.wait()
         self._close("disconnected")
 
     def abort(self) -> None:
