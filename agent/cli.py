@@ -19,12 +19,11 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table as RichTable
 
 from agent.audit import AuditLog
 from agent.config import SiteConfig, load_config
@@ -48,6 +47,9 @@ from protocols.profiles import Table
 from protocols.topics import Topics
 from protocols.types import Quality, Reading
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 app = typer.Typer(
     help="sitewatt edge agent: poll a site's equipment, publish signed telemetry, run commands.",
     no_args_is_help=True,
@@ -56,8 +58,23 @@ app = typer.Typer(
 keys_app = typer.Typer(help="The site's Ed25519 signing key.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
-out = Console()
-err = Console(stderr=True)
+
+@cache
+def _console(stderr: bool) -> Console:
+    """rich is imported on first output: `run` prints nothing unless it fails to start, and
+    rich's ~50 modules are ~2 MB of the gateway's memory (docs/benchmarks.md, figure 2)."""
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def out() -> Console:
+    return _console(False)
+
+
+def err() -> Console:
+    return _console(True)
+
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Site config (TOML).")]
 
@@ -66,7 +83,7 @@ def _load(config: Path) -> SiteConfig:
     try:
         return load_config(config)
     except ConfigError as exc:
-        err.print(f"[red]config invalid[/red] {exc}")
+        err().print(f"[red]config invalid[/red] {exc}")
         raise typer.Exit(2) from None
 
 
@@ -86,11 +103,11 @@ def keys_init(
         key_file.parent.mkdir(parents=True, exist_ok=True)
         save_private_key(key, key_file, overwrite=force)
     except (KeyFileError, OSError) as exc:
-        err.print(f"[red]cannot create key:[/red] {exc}")
+        err().print(f"[red]cannot create key:[/red] {exc}")
         raise typer.Exit(2) from None
-    out.print(f"key file    {key_file}")
-    out.print(f"public key  {public_key_hex(key)}")
-    out.print(f"kid         {kid_hex(key)}")
+    out().print(f"key file    {key_file}")
+    out().print(f"public key  {public_key_hex(key)}")
+    out().print(f"kid         {kid_hex(key)}")
 
 
 @keys_app.command("show")
@@ -104,20 +121,20 @@ def keys_show(
     pinned: tuple[str, ...] = ()
     if key_file is None:
         if config is None:
-            err.print("give --key-file or --config")
+            err().print("give --key-file or --config")
             raise typer.Exit(2)
         cfg = _load(config)
         key_file, pinned = cfg.site.key_file, cfg.site.pinned_keys()
     try:
         key = load_private_key(key_file)
     except KeyFileError as exc:
-        err.print(f"[red]{exc}[/red]")
+        err().print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    out.print(f"key file    {key_file}")
-    out.print(f"public key  {public_key_hex(key)}")
-    out.print(f"kid         {kid_hex(key)}")
+    out().print(f"key file    {key_file}")
+    out().print(f"public key  {public_key_hex(key)}")
+    out().print(f"kid         {kid_hex(key)}")
     for h in pinned:
-        out.print(f"aggregator  {h}  kid {kid_hex(load_public_key_hex(h))}")
+        out().print(f"aggregator  {h}  kid {kid_hex(load_public_key_hex(h))}")
 
 
 # -- check ----------------------------------------------------------------------------------------
@@ -244,6 +261,8 @@ def check(
         Quality.SENSOR_MISSING: "yellow",
         Quality.STALE: "yellow",
     }
+    from rich.table import Table as RichTable
+
     table = RichTable(title=f"site {cfg.site_id}: devices")
     for col in ("device", "point", "value", "unit", "quality", "error"):
         table.add_column(col)
@@ -264,17 +283,17 @@ def check(
                 f"[{colour}]{r.quality.label}[/{colour}]",
                 error if r.quality is not Quality.GOOD else "",
             )
-    out.print(table)
-    out.print(f"broker      {report.broker}")
-    out.print(f"aggregator  {report.aggregator}")
+    out().print(table)
+    out().print(f"broker      {report.broker}")
+    out().print(f"aggregator  {report.aggregator}")
     for w in report.warnings:
-        out.print(f"[yellow]warning[/yellow] {w}")
+        out().print(f"[yellow]warning[/yellow] {w}")
     for p in report.problems:
-        out.print(f"[red]problem[/red] {p}")
+        out().print(f"[red]problem[/red] {p}")
     if report.problems:
-        out.print(f"[red]{len(report.problems)} problem(s)[/red]")
+        out().print(f"[red]{len(report.problems)} problem(s)[/red]")
         raise typer.Exit(1)
-    out.print("[green]all good[/green]")
+    out().print("[green]all good[/green]")
 
 
 # -- scan -----------------------------------------------------------------------------------------
@@ -305,7 +324,7 @@ def scan(
 ) -> None:
     """Find which unit ids answer on a TCP endpoint or a serial line."""
     if (host is None) == (serial is None):
-        err.print("give --host (Modbus TCP) or --serial (Modbus RTU)")
+        err().print("give --host (Modbus TCP) or --serial (Modbus RTU)")
         raise typer.Exit(2)
 
     async def go() -> dict[int, str]:
@@ -321,16 +340,18 @@ def scan(
     try:
         found = asyncio.run(go())
     except DeviceError as exc:
-        err.print(f"[red]{exc}[/red]")
+        err().print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
+    from rich.table import Table as RichTable
+
     table = RichTable(title=f"units answering on {serial or f'{host}:{port}'}")
     table.add_column("unit id")
     table.add_column("answer")
     for unit, answer in found.items():
         table.add_row(str(unit), answer)
-    out.print(table)
+    out().print(table)
     if not found:
-        out.print("[red]no unit answered[/red]")
+        out().print("[red]no unit answered[/red]")
         raise typer.Exit(1)
 
 
@@ -355,7 +376,7 @@ def run(
         try:
             agent = Agent(cfg, cfg.clock.build())
         except (AgentError, ProtocolError) as exc:
-            err.print(f"[red]cannot start:[/red] {exc}")
+            err().print(f"[red]cannot start:[/red] {exc}")
             raise typer.Exit(2) from None
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
@@ -414,7 +435,7 @@ def fleet_host(
         lines = config_list.read_text(encoding="utf-8").splitlines()
         paths.extend(Path(x.strip()) for x in lines if x.strip())
     if not paths:
-        err.print("no site configs: give --config, --configs or --config-list")
+        err().print("no site configs: give --config, --configs or --config-list")
         raise typer.Exit(2)
     cfgs = [_load(p) for p in paths]
     # Each agent holds a few sockets and SQLite files: lift the soft descriptor limit.
@@ -427,7 +448,7 @@ def fleet_host(
         try:
             host.build()
         except (AgentError, ProtocolError) as exc:
-            err.print(f"[red]cannot start:[/red] {exc}")
+            err().print(f"[red]cannot start:[/red] {exc}")
             raise typer.Exit(2) from None
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
@@ -457,12 +478,12 @@ def status(config: ConfigOpt) -> None:
     cfg = _load(config)
     db = cfg.outbox.path
     if not db.exists():
-        err.print(f"[red]no database at {db}[/red] (has the agent run yet?)")
+        err().print(f"[red]no database at {db}[/red] (has the agent run yet?)")
         raise typer.Exit(1)
     try:
         stats = read_stats(db)
     except AgentError as exc:
-        err.print(f"[red]{exc}[/red]")
+        err().print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     audit = AuditLog(db, read_only=True)
     try:
@@ -472,6 +493,8 @@ def status(config: ConfigOpt) -> None:
         chain = audit.verify()
     finally:
         audit.close()
+    from rich.table import Table as RichTable
+
     table = RichTable(title=f"site {cfg.site_id}", show_header=False)
     table.add_column("what")
     table.add_column("value")
@@ -492,7 +515,7 @@ def status(config: ConfigOpt) -> None:
     table.add_row("last accepted seq", str(last_seq))
     table.add_row("leases", ", ".join(x["key"] for x in leases) or "none")
     table.add_row("audit chain", "ok" if chain.ok else f"[red]BROKEN: {chain.problem}[/red]")
-    out.print(table)
+    out().print(table)
 
 
 __all__ = ["app", "run_check"]

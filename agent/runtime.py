@@ -18,6 +18,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from agent.acks import AckQueue
 from agent.audit import AuditLog
@@ -26,7 +27,6 @@ from agent.config import SiteConfig
 from agent.delivery import Delivery, DeliverySettings
 from agent.delivery_rules import DeliveryPolicy
 from agent.guard_loop import GUARD_MIN_WALL_S, TICK_S, GuardLoop
-from agent.health import GatewayHealth
 from agent.identity import SiteIdentity, load_identity
 from agent.modbus_bus import ModbusBus
 from agent.mqtt_link import LinkSettings
@@ -37,6 +37,9 @@ from protocols.messages import Ack
 from protocols.profiles import Profile
 from protocols.topics import Topics
 from protocols.types import DeviceKind, Reading
+
+if TYPE_CHECKING:
+    from agent.health import GatewayHealth
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +135,13 @@ class Agent:
             topic=topics.cmd(config.site_id),
             publish_ack=self._publish_ack,
         )
-        self.health = (
-            GatewayHealth(
+        self.health: GatewayHealth | None = None
+        if config.gateway.enabled:
+            from agent.health import GatewayHealth  # psutil (~1 MB) only where it reports
+
+            self.health = GatewayHealth(
                 config.gateway, self.clock, self._sink, disk_path=config.outbox.path.parent
             )
-            if config.gateway.enabled
-            else None
-        )
         self.delivery.set_command_handler(self._on_command)
         self.delivery.add_aggregator_listener(self._on_aggregator)
         self.poller.add_listener(self._on_poll)
