@@ -18,6 +18,7 @@ import logging
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from agent.config import DeviceConfig, SiteConfig
 from agent.errors import ConfigError, DeviceError, DeviceException
@@ -35,16 +36,23 @@ Sink = Callable[[Sequence[Reading]], None]
 
 
 def load_device_profiles(config: SiteConfig) -> dict[str, Profile]:
-    """Every enabled device's profile, checked against the device's kind and deadbands."""
+    """Every enabled device's profile, checked against the device's kind and deadbands.
+
+    Devices of one model share one parsed `Profile` (it is frozen): ten 100-point meters hold
+    one copy of the register map, not ten (~130 KB each).
+    """
     problems: list[str] = []
     out: dict[str, Profile] = {}
+    parsed: dict[Path, Profile] = {}
     for dev_id, dev in config.devices.items():
         where = f"devices.{dev_id}"
+        path = config.profile_path(dev_id)
         try:
-            profile = load_profile(config.profile_path(dev_id))
+            profile = parsed[path] if path in parsed else load_profile(path)
         except ProfileError as exc:
             problems.append(f"{where}.profile: {exc}")
             continue
+        parsed[path] = profile
         if profile.device.kind is not dev.kind:
             problems.append(
                 f"{where}.profile: {profile.name!r} is a {profile.device.kind.value} profile, "

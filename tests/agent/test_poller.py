@@ -149,6 +149,20 @@ def test_profile_problems_name_the_device(tmp_path: Path) -> None:
     assert "devices.bat.deadbands.nope" in text
 
 
+def test_devices_of_one_model_share_one_parsed_profile(tmp_path: Path) -> None:
+    cfg = site_config(
+        tmp_path,
+        {
+            "bat1": dev("battery", "battery_lianfa_lf48100", 1502),
+            "bat2": dev("battery", "battery_lianfa_lf48100", 1503),
+            "brk": dev("breaker", "breaker_breakwell_sb8", 1504),
+        },
+    )
+    profiles = load_device_profiles(cfg)
+    assert profiles["bat1"] is profiles["bat2"]  # one copy of the register map in memory
+    assert profiles["bat1"] == BATTERY and profiles["brk"] == BREAKER
+
+
 async def test_stop_with_polls_in_flight_leaves_nothing_to_append(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
