@@ -91,9 +91,10 @@ def write_config(tmp: Path, broker: Broker, url: str, key_file: Path, group: str
 
 
 @contextlib.contextmanager
-def workers(config: Path, n: int, tmp: Path) -> Iterator[list[Proc]]:
+def workers(config: Path, n: int, tmp: Path, problems: list[str]) -> Iterator[list[Proc]]:
     """`n` ingest worker processes (`serve --no-http --worker k`), each connected and
-    subscribed (its "connected" log line is written after it subscribes) when yielded."""
+    subscribed (its "connected" log line is written after it subscribes) when yielded; their
+    warnings and errors are added to `problems` when they stop."""
     procs: list[Proc] = []
     logs: list[Path] = []
     try:
@@ -119,6 +120,9 @@ def workers(config: Path, n: int, tmp: Path) -> Iterator[list[Proc]]:
     finally:
         for p in procs:
             p.stop()
+        for path in logs:
+            lines = path.read_text().splitlines()
+            problems += [x for x in lines if " WARNING " in x or " ERROR " in x]
 
 
 def run_case(
@@ -128,7 +132,8 @@ def run_case(
     """Bursts at one batch size with `n_workers` workers."""
     batches = burst // per_batch
     assert broker.proc is not None and cluster.proc is not None
-    with workers(config, n_workers, tmp) as procs:
+    problems: list[str] = []
+    with workers(config, n_workers, tmp, problems) as procs:
         gen = LoadGen(
             ["--port", str(broker.port), "--keys", str(keys_file), "--per-batch", str(per_batch),
              "--burst-batches", str(batches), "--bursts", str(runs), "--seq-base", str(seq_base),
@@ -144,13 +149,14 @@ def run_case(
                 "mosquitto": ([broker.proc.pid], False),
                 "generator": ([gen.proc.pid], False),
             }
-            rates, cpu = [], {g: [] for g in groups}
+            rates, publish, cpu = [], [], {g: [] for g in groups}
             for _ in range(runs):
                 before = {g: cpu_of(pids, children=ch) for g, (pids, ch) in groups.items()}
                 out = gen.cmd("burst")
                 if not out["all_receipted"]:
                     raise SystemExit(f"burst not receipted: {out}")
                 rates.append(out["readings"] / out["receipted_s"])
+                publish.append(out["readings"] / out["publish_s"])
                 for g, (pids, ch) in groups.items():
                     used = cpu_of(pids, children=ch) - before[g]
                     cpu[g].append(used * 100_000 / out["readings"])
@@ -158,7 +164,11 @@ def run_case(
             gen.close()
     return {
         "readings_per_s": median(rates),
+        "runs": rates,
+        "generator_readings_per_s": median(publish),
         "cpu_s_per_100k": {g: median(v) for g, v in cpu.items()},
+        "worker_problems": problems[-5:],
+        "worker_problem_count": len(problems),
     }
 
 
@@ -235,6 +245,11 @@ def main() -> None:
     for (n, per_batch), r in results.items():
         rate = r["readings_per_s"]
         fig[f"readings_per_s_{n}w_{per_batch}"] = rate
+        fig[f"runs_{n}w_{per_batch}"] = r["runs"]
+        fig[f"generator_readings_per_s_{n}w_{per_batch}"] = r["generator_readings_per_s"]
+        fig[f"worker_problems_{n}w_{per_batch}"] = r["worker_problem_count"]
+        for line in r["worker_problems"]:
+            print(f"worker log ({n}w, {per_batch}): {line}")
         label = f"{n} worker{'s' if n > 1 else ''}, {per_batch:,} readings/message"
         gain = ""
         if n > 1 and (1, per_batch) in results:

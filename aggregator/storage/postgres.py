@@ -234,7 +234,7 @@ class PostgresStorage:
         """Flush rollups, release the writer lock and close every connection."""
         if self._closed:
             return
-        if self._pending:
+        if self._pending or self._marked:
             try:
                 self.flush_rollups()
             except StorageError as exc:  # the marks stay: whoever opens next rebuilds them
