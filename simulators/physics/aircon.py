@@ -38,12 +38,20 @@ class Climate:
         self.spec = spec
         self._seed = seed
         self._local = local
+        self._jitter_day: int | None = None
+        self._jitter_c = 0.0
+
+    def jitter_c(self, day: int) -> float:
+        """The local day's random offset from the mean."""
+        if day != self._jitter_day:
+            self._jitter_c = (uniform(self._seed, 7, day) * 2.0 - 1.0) * self.spec.day_jitter_c
+            self._jitter_day = day
+        return self._jitter_c
 
     def outdoor_c(self, t: float, extra_c: float = 0.0) -> float:
         s = self.spec
         h = self._local.hour(t)
-        day = self._local.day(t)
-        jitter = (uniform(self._seed, 7, day) * 2.0 - 1.0) * s.day_jitter_c
+        jitter = self.jitter_c(self._local.day(t))
         daily = s.swing_c / 2.0 * math.cos(2.0 * math.pi * (h - PEAK_HOUR) / 24.0)
         return s.mean_c + daily + jitter + extra_c
 

@@ -14,8 +14,8 @@ Whatever the mode, when the mains fails the pack carries the whole DC load.
 
 from __future__ import annotations
 
-import itertools
 import math
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -52,13 +52,18 @@ class BatteryMode(IntEnum):
     DISCHARGE = 2  # peak shave
 
 
+# The upper SOC of each segment of the curves, to find a segment by bisection.
+_OCV_UPPER = {chem: [s for s, _ in pts[1:]] for chem, pts in _OCV.items()}
+
+
 def ocv_per_cell(chem: Chemistry, soc: float) -> float:
     pts = _OCV[chem]
     soc = min(100.0, max(0.0, soc))
-    for (s0, v0), (s1, v1) in itertools.pairwise(pts):
-        if soc <= s1:
-            return v0 + (v1 - v0) * (soc - s0) / (s1 - s0)
-    return pts[-1][1]
+    i = bisect_left(_OCV_UPPER[chem], soc)  # the first segment that ends at or above `soc`
+    if i == len(pts) - 1:
+        return pts[-1][1]
+    (s0, v0), (s1, v1) = pts[i], pts[i + 1]
+    return v0 + (v1 - v0) * (soc - s0) / (s1 - s0)
 
 
 def nominal_voltage(chemistry: Chemistry) -> float:
@@ -101,6 +106,9 @@ class Battery:
         self.min_soc = s.min_soc
         self.cells = CELLS[s.chemistry]
         self.resistance = s.internal_resistance_ohm or (3.0 if lfp else 5.0) / c
+        # A step asks for the open-circuit voltage several times at one SOC: keep the last.
+        self._ocv_soc = math.nan
+        self._ocv = 0.0
         self.voltage = self.ocv()
 
     # -- figures -----------------------------------------------------------------------
@@ -123,7 +131,10 @@ class Battery:
         return nominal_voltage(self.spec.chemistry)
 
     def ocv(self) -> float:
-        return ocv_per_cell(self.spec.chemistry, self.soc) * self.cells
+        if self.soc != self._ocv_soc:
+            self._ocv = ocv_per_cell(self.spec.chemistry, self.soc) * self.cells
+            self._ocv_soc = self.soc
+        return self._ocv
 
     def terminal_voltage(self, current_a: float) -> float:
         return self.ocv() + current_a * self.resistance

@@ -54,9 +54,10 @@ class SmoothNoise:
         x = t / self.period_s
         k = math.floor(x)
         if k != self._k:
-            self._k = k
-            self._a = uniform(self.seed, k) * 2.0 - 1.0
+            # Time moves forward a knot at a time: the old right knot is the new left one.
+            self._a = self._b if k == self._k + 1 else uniform(self.seed, k) * 2.0 - 1.0
             self._b = uniform(self.seed, k + 1) * 2.0 - 1.0
+            self._k = k
         w = (1.0 - math.cos(math.pi * (x - k))) / 2.0
         return self._a + (self._b - self._a) * w
 

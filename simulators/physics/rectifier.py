@@ -64,6 +64,7 @@ class RectifierPlant:
         self.eco_enable = self.spec.eco_enable
         self.eco_save_point = self.spec.eco_save_point
         self.voltage = self.float_voltage
+        self._params = eco.EcoParams(saving_point=self.eco_save_point)
 
     @property
     def healthy(self) -> list[int]:
@@ -72,6 +73,16 @@ class RectifierPlant:
     @property
     def awake(self) -> list[int]:
         return [i for i in self.healthy if i not in self.asleep]
+
+    # The counts the physics asks for every step, without building the lists: `failed` holds
+    # installed modules only and `asleep` healthy ones only (fail_module wakes what it fails).
+    @property
+    def healthy_count(self) -> int:
+        return self.spec.modules - len(self.failed)
+
+    @property
+    def awake_count(self) -> int:
+        return self.spec.modules - len(self.failed) - len(self.asleep)
 
     @property
     def eco_active(self) -> bool:
@@ -83,7 +94,7 @@ class RectifierPlant:
 
     def capacity_a(self) -> float:
         """What the awake modules can deliver now."""
-        return len(self.awake) * self.spec.module_rating_a
+        return self.awake_count * self.spec.module_rating_a
 
     @property
     def efficiency(self) -> float:
@@ -108,7 +119,7 @@ class RectifierPlant:
             self.output_current_a = self.output_power_w = self.input_power_w = 0.0
             self.loss_w = self.module_current_a = 0.0
             return
-        awake = len(self.awake)
+        awake = self.awake_count
         current_a = max(0.0, current_a)
         rated_w = self.spec.module_rating_a * voltage
         per = current_a / awake if awake else 0.0
@@ -132,7 +143,8 @@ class RectifierPlant:
     ) -> None:
         """Apply the ECO rules for the next step: which modules hibernate."""
         rated_w = self.spec.module_rating_a * self.float_voltage
-        capacity_w = max(1.0, len(self.healthy) * rated_w)
+        healthy = self.healthy_count
+        capacity_w = max(1.0, healthy * rated_w)
         res = eco.decide_eco(
             self.eco_state,
             eco.EcoInputs(
@@ -145,7 +157,7 @@ class RectifierPlant:
                 rectifier_fault=bool(self.failed),
             ),
             t,
-            eco.EcoParams(saving_point=self.eco_save_point),
+            self._eco_params(),
         )
         if res.active != self.eco_state.active or res.alarm:
             self.log.append(res.reason)
@@ -155,12 +167,17 @@ class RectifierPlant:
             self.eco_alarm = False
         self.eco_state = res.state
         self.eco_reason = res.reason
-        healthy = self.healthy
         if res.active and healthy:
-            keep = eco.eco_modules_on(load_w, rated_w, len(healthy))
-            self.asleep = set(healthy[keep:])
-        else:
+            keep = eco.eco_modules_on(load_w, rated_w, healthy)
+            self.asleep = set(self.healthy[keep:])
+        elif self.asleep:
             self.asleep = set()
+
+    def _eco_params(self) -> eco.EcoParams:
+        """The ECO rule's parameters, made again only when the saving point is changed."""
+        if self._params.saving_point != self.eco_save_point:
+            self._params = eco.EcoParams(saving_point=self.eco_save_point)
+        return self._params
 
 
 __all__ = ["RectifierPlant", "module_efficiency", "module_loss_w"]

@@ -24,7 +24,7 @@ from simulators.physics.events import Conditions, EventSchedule
 from simulators.physics.localtime import LocalHour
 from simulators.physics.meter import GridMeter
 from simulators.physics.rectifier import RectifierPlant
-from simulators.physics.traffic import TrafficCurve, channel_powers, saving_at
+from simulators.physics.traffic import ChannelLoads, TrafficCurve, saving_at
 from simulators.spec import LoadKind, SavingLevel, SiteSpec
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class SiteModel:
         self.climate = Climate(spec.climate, seed=spec.seed, local=self.local)
         self.events = EventSchedule(spec.events, seed=spec.seed)
         self.breaker = Breaker(spec.breaker)
+        self.loads = ChannelLoads(spec.breaker.channels, scale=spec.traffic.scale)
         self.rectifier = RectifierPlant(spec.rectifier)
         self.battery = Battery(spec.battery)
         self.aircon = Aircon(spec.aircon)
@@ -112,23 +113,23 @@ class SiteModel:
         mains = cond.mains
         self.conditions = cond
         rect = self.rectifier
-        for i in range(rect.spec.modules):
-            if i in cond.failed_modules:
-                rect.fail_module(i)
-            else:
-                rect.repair_module(i)
+        if rect.failed != cond.failed_modules:
+            for i in range(rect.spec.modules):
+                if i in cond.failed_modules:
+                    rect.fail_module(i)
+                else:
+                    rect.repair_module(i)
         self.breaker.step(dt)
 
         # Traffic and the channels' DC draw.
         hour = self.local.hour(t0)
         self.traffic = self.traffic_curve.at(t0)
         scheduled = saving_at(self.spec.traffic, hour)
-        channels = self.spec.breaker.channels
-        saving = [self.overrides.saving.get(i, scheduled) for i in range(len(channels))]
+        n = len(self.loads.channels)
+        forced = self.overrides.saving
+        saving = [forced.get(i, scheduled) for i in range(n)] if forced else [scheduled] * n
         closed = self.breaker.closed
-        powers = channel_powers(
-            channels, closed, self.traffic, scale=self.spec.traffic.scale, saving=saving
-        )
+        powers = self.loads.powers(closed, self.traffic, saving)
 
         # Air-conditioner and room (heat from the previous step's equipment).
         ac = self.aircon
@@ -177,6 +178,8 @@ class SiteModel:
     def _conditions(self, t: float) -> Conditions:
         c = self.events.at(t)
         o = self.overrides
+        if o.mains is None and o.heat_c == 0.0 and not o.failed_modules:
+            return c  # nothing forced: the schedule's own (shared, frozen) answer
         mains = c.mains if o.mains is None else o.mains
         return Conditions(
             mains=mains,
@@ -192,7 +195,7 @@ class SiteModel:
         bat = self.battery
         rect = self.rectifier
         room = self.aircon.room_c
-        if mains and rect.healthy:
+        if mains and rect.healthy_count:
             v = rect.float_voltage
             want = min(bat.wanted_power_w(demand_w, v), rect.current_limit_a * v)
             if rect.asleep and demand_w + max(0.0, want) > rect.capacity_a() * v:
@@ -259,6 +262,8 @@ class SiteModel:
             tot.outage_s += dt
 
     def _collect_logs(self) -> None:
+        if not (self.battery.log or self.rectifier.log or self.aircon.log or self.breaker.log):
+            return
         for source, lst in (
             ("battery", self.battery.log),
             ("rectifier", self.rectifier.log),

@@ -103,6 +103,61 @@ def saving_at(spec: TrafficSpec, hour: float) -> SavingLevel:
     return spec.saving_level if inside else SavingLevel.NONE
 
 
+class ChannelLoads:
+    """The DC draw of one breaker's channels: what does not change per step worked out once.
+
+    A site asks for its channels' powers every physics step; the channels, their kinds and the
+    site's scale are fixed, so only traffic, contacts and saving levels are looked at then.
+    """
+
+    def __init__(self, channels: Sequence[ChannelSpec], *, scale: float) -> None:
+        self.channels = tuple(channels)
+        self.scale = scale
+        self._capacity = [i for i, c in enumerate(channels) if c.kind is LoadKind.AAU_CAPACITY]
+        self._share = CAPACITY_SHARE if self._capacity else 0.0
+        # Per channel: draws at all, idle, peak - idle, traffic weight, anchor?, radio?
+        self._rows = [
+            (
+                c.kind not in (LoadKind.AIRCON, LoadKind.SPARE),
+                c.idle_w,
+                c.peak_w - c.idle_w,
+                _TRAFFIC_WEIGHT[c.kind],
+                c.kind is LoadKind.AAU_ANCHOR,
+                c.kind in _RADIO,
+            )
+            for c in channels
+        ]
+
+    def powers(
+        self, closed: Sequence[bool], traffic: float, saving: Sequence[SavingLevel]
+    ) -> list[float]:
+        """DC watts per channel. Open channels draw nothing; AIRCON channels are filled in
+        later."""
+        cap_total = len(self._capacity)
+        cap_on = 0
+        for i in self._capacity:
+            if closed[i]:
+                cap_on += 1
+        on_frac = cap_on / cap_total if cap_total else 0.0
+        share = self._share
+        anchor_util = min(1.0, traffic * (1.0 - share * on_frac) / (1.0 - share))
+        util_other = min(1.0, traffic)
+        scale = self.scale
+        out: list[float] = []
+        for (draws, idle, span, w, anchor, radio), on, lvl in zip(
+            self._rows, closed, saving, strict=True
+        ):
+            if not on or not draws:
+                out.append(0.0)
+                continue
+            util = anchor_util if anchor else util_other
+            p = idle + span * (1.0 - w + w * util)
+            if radio:
+                p *= SAVING_FACTOR[lvl]
+            out.append(p * scale)
+        return out
+
+
 def channel_powers(
     channels: Sequence[ChannelSpec],
     closed: Sequence[bool],
@@ -112,25 +167,7 @@ def channel_powers(
     saving: Sequence[SavingLevel],
 ) -> list[float]:
     """DC watts per channel. Open channels draw nothing; AIRCON channels are filled in later."""
-    cap_total = sum(1 for c in channels if c.kind is LoadKind.AAU_CAPACITY)
-    cap_on = sum(
-        1 for c, on in zip(channels, closed, strict=True) if on and c.kind is LoadKind.AAU_CAPACITY
-    )
-    on_frac = cap_on / cap_total if cap_total else 0.0
-    share = CAPACITY_SHARE if cap_total else 0.0
-    anchor_util = min(1.0, traffic * (1.0 - share * on_frac) / (1.0 - share))
-    out: list[float] = []
-    for ch, on, lvl in zip(channels, closed, saving, strict=True):
-        if not on or ch.kind in (LoadKind.AIRCON, LoadKind.SPARE):
-            out.append(0.0)
-            continue
-        util = anchor_util if ch.kind is LoadKind.AAU_ANCHOR else min(1.0, traffic)
-        w = _TRAFFIC_WEIGHT[ch.kind]
-        p = ch.idle_w + (ch.peak_w - ch.idle_w) * (1.0 - w + w * util)
-        if ch.kind in _RADIO:
-            p *= SAVING_FACTOR[lvl]
-        out.append(p * scale)
-    return out
+    return ChannelLoads(channels, scale=scale).powers(closed, traffic, saving)
 
 
 def peak_load_w(channels: Sequence[ChannelSpec], *, scale: float) -> float:
@@ -146,6 +183,7 @@ __all__ = [
     "CAPACITY_SHARE",
     "CURVES",
     "SAVING_FACTOR",
+    "ChannelLoads",
     "TrafficCurve",
     "channel_powers",
     "peak_load_w",
