@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aggregator.storage.types import LossRecord, Severity
 from protocols.control.reserve import reserve_soc
-from protocols.types import Quality, Reading
+from protocols.types import Quality, Reading, ReadingColumns
 
 
 class AlarmKind(StrEnum):
@@ -193,12 +193,8 @@ _RULE_POINTS = {
 # and `soh` the usable energy. Together they place the reserve SOC.
 _RESERVE_POINTS = frozenset({"load_current", "dc_voltage", "capacity_ah", "voltage", "soh"})
 _WATCHED = frozenset(_RULE_POINTS) | _RESERVE_POINTS
-# Column getters of a Reading (t, device, point, value, quality), for C-speed passes.
-_T = itemgetter(0)
-_POINT = itemgetter(2)
-_QUALITY = itemgetter(4)
-_DEVICE_T = itemgetter(1, 0)
-_SECOND = itemgetter(1)
+_T = itemgetter(0)  # a Reading's time
+_SECOND = itemgetter(1)  # a (device, time) poll's time
 
 
 # --- the rules ---------------------------------------------------------------------------------
@@ -381,13 +377,14 @@ def evaluate_readings(state: SiteAlarmState, readings: Iterable[Reading], cfg: A
     anything (a clear or hold for a key with no active alarm, no pending raise and no raise in
     this batch) is never built: that is every reading of a healthy site.
     """
-    rs = readings if isinstance(readings, list | tuple) else list(readings)
+    cols = ReadingColumns.of(readings)  # what ingest passes: no Reading per reading
     seen = dict(state.seen)
     device_seen = dict(state.device_seen)
     values = dict(state.values)
     live: set[AlarmKey] = set(state.active) | set(state.pending)
     observations: list[_Observation] = []
-    rule_readings = sorted(compress(rs, map(_WATCHED.__contains__, map(_POINT, rs))), key=_T)
+    watched = compress(range(len(cols)), map(_WATCHED.__contains__, cols.point))
+    rule_readings = sorted(map(cols.__getitem__, watched), key=_T)
     for r in rule_readings:
         if r.t <= seen.get((r.device, r.point), -1):
             continue
@@ -407,9 +404,9 @@ def evaluate_readings(state: SiteAlarmState, readings: Iterable[Reading], cfg: A
             observations.append(_Observation(r.t, kind, r.device, r.point, verdict, message))
     # Comm loss: a poll is a device's readings at one time; it is dead when every one of them is
     # a comm error. Devices with no dead poll and no comm-loss alarm to clear only move on.
-    polls = list(map(_DEVICE_T, rs))
+    polls = list(zip(cols.device, cols.t, strict=True))
     dead = set(polls).difference(
-        compress(polls, map(is_not, map(_QUALITY, rs), repeat(Quality.COMM_ERROR)))
+        compress(polls, map(is_not, cols.quality, repeat(Quality.COMM_ERROR)))
     )
     watch = {d for d, _ in dead}
     watch.update(d for kind, d in live if kind is AlarmKind.COMM_LOSS)

@@ -43,7 +43,7 @@ from protocols.clock import Clock, SystemClock, now_ms
 from protocols.envelope import Keyring, Signer, unseal
 from protocols.errors import EnvelopeError, MessageError
 from protocols.topics import TopicKind, Topics, shared_subscription
-from protocols.types import Reading
+from protocols.types import Reading, ReadingColumns
 
 log = logging.getLogger("sitewatt.aggregator.ingest")
 
@@ -552,18 +552,19 @@ class Ingest:
                     presence_hook(state)
                 except Exception:
                     log.exception("presence hook failed")
-        per_site: dict[str, list[Reading]] = {}
+        per_site: dict[str, list[Sequence[Reading]]] = {}
         for b in _stored_batches(batches, result):
             if b.readings and not b.hist:
-                per_site.setdefault(b.site, []).extend(b.readings)
+                per_site.setdefault(b.site, []).append(b.readings)
             for loss in b.losses:
                 for loss_hook in self.on_loss:
                     try:
                         loss_hook(b.site, loss)
                     except Exception:
                         log.exception("loss hook failed for %s", b.site)
-        for site, readings in per_site.items():
+        for site, parts in per_site.items():
             state = self._presence.get(site) or SiteState(site)
+            readings = ReadingColumns.concat(parts)
             for hook in self.on_stored:
                 try:
                     hook(site, readings, state)

@@ -30,6 +30,7 @@ from protocols.errors import (
     UnknownKeyError,
 )
 from protocols.topics import TopicKind, Topics
+from protocols.types import ReadingColumns
 
 Reason = Literal["bad_signature", "unknown_kid", "revoked", "wrong_topic", "malformed", "stale"]
 REASONS: tuple[Reason, ...] = (
@@ -137,7 +138,7 @@ def _check_times(msg: messages.Message, window: Window) -> None:
     if isinstance(msg, messages.TelemetryBatch):
         window.check(msg.sent, msg.sent, "sent")
         if msg.readings:
-            ts = [r.t for r in msg.readings]
+            ts = ReadingColumns.of(msg.readings).t
             window.check(min(ts), max(ts), "reading time")
     elif isinstance(msg, messages.DataLoss):
         window.check(msg.sent, msg.sent, "sent")

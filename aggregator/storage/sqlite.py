@@ -54,7 +54,7 @@ from aggregator.storage.types import (
     TokenRecord,
     VerifiedBatch,
 )
-from protocols.types import Reading
+from protocols.types import Reading, ReadingColumns
 
 BOOL_FLAG = R.BOOL_FLAG
 _MAX_PARAMS = 900  # keep IN (...) lists well under SQLite's bound-parameter limit
@@ -425,8 +425,8 @@ class SqliteStorage:
         """Rows for `readings`, each batch's time span, and (appended to `rolled`) the columns of
         the readings the rollups take.
 
-        This is the ingest hot path: each batch is turned into columns with `zip(*readings)`,
-        series ids found by `map(dict.get)`, and the values encoded by `rows.encode`.
+        This is the ingest hot path: each batch's columns (`ReadingColumns`, as decoded), series
+        ids found by `map(dict.get)`, and the values encoded by `rows.encode`.
         """
         rows: list[tuple[int, int, float | None, int]] = []
         spans: list[tuple[int | None, int | None]] = []
@@ -434,15 +434,16 @@ class SqliteStorage:
             if not b.readings:
                 spans.append((None, None))
                 continue
-            ts, devices, points, values, qualities = zip(*b.readings, strict=True)
+            cols = ReadingColumns.of(b.readings)  # decoded batches already are
+            ts = cols.t
             spans.append((min(ts), max(ts)))
             site = b.site
             known = self._series.get(site, _NO_SERIES)
-            found = list(map(known.get, zip(devices, points, strict=True)))
+            found = list(map(known.get, zip(cols.device, cols.point, strict=True)))
             if None in found:
-                self._fill_series(c, site, devices, points, found, new_series)
+                self._fill_series(c, site, cols.device, cols.point, found, new_series)
             sids = cast(list[int], found)
-            vals, quals, roll = R.encode(sids, ts, values, qualities)
+            vals, quals, roll = R.encode(sids, ts, cols.value, cols.quality)
             rows += zip(sids, ts, vals, quals, strict=True)
             rolled.append(roll)
         return rows, spans

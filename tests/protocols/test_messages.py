@@ -39,7 +39,7 @@ from protocols.messages import (
     encode,
     loads,
 )
-from protocols.types import Quality, Reading
+from protocols.types import Quality, Reading, ReadingColumns
 
 T0 = 1_760_000_000_000
 CMD_ID = "5f0c6b2e-6d1a-4c1e-9a57-2f7d8e9b0c11"
@@ -110,6 +110,27 @@ def test_telemetry_round_trip_keeps_types_and_qualities() -> None:
         assert type(a.value) is type(b.value)
         assert a.quality is b.quality
         assert type(a) is Reading
+
+
+def test_decoded_readings_are_columns_equal_to_the_tuple() -> None:
+    batch = _batch(30)
+    back = loads(encode(batch))
+    assert isinstance(back, TelemetryBatch)
+    cols = back.readings
+    assert isinstance(cols, ReadingColumns)
+    assert cols == batch.readings and batch.readings == cols and back == batch
+    assert hash(back) == hash(batch)
+    assert list(cols.t) == [r.t for r in batch.readings]
+    assert cols.quality[3] is Quality.COMM_ERROR
+    assert cols[5] == batch.readings[5] and cols[-1] == batch.readings[-1]
+    assert cols[2:4] == batch.readings[2:4]
+    assert ReadingColumns.of(cols) is cols
+    assert ReadingColumns.of(batch.readings) == cols
+    both = ReadingColumns.concat([cols, batch.readings[:3]])
+    assert tuple(both) == (*batch.readings, *batch.readings[:3])
+    assert len(ReadingColumns.of(())) == 0
+    with pytest.raises(ValueError):
+        ReadingColumns((1,), (), (), (), ())
 
 
 def test_telemetry_wire_form_is_columnar() -> None:
