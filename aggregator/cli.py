@@ -110,7 +110,7 @@ def serve(
     ] = None,
 ) -> None:
     """Run ingest and the HTTP API until SIGTERM/SIGINT."""
-    from aggregator.service import run
+    from aggregator.service import run, tune_gc
 
     with _errors():
         cfg = _config(config, required=True)
@@ -120,6 +120,7 @@ def serve(
             level=(log_level or cfg.log_level).upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        tune_gc()
         asyncio.run(run(cfg, http=not no_http, control=worker is None, clock=cfg.clock.build()))
 
 

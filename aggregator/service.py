@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Iterator
@@ -31,6 +32,22 @@ from protocols.clock import Clock, SystemClock, now_ms
 from protocols.topics import Topics
 
 log = logging.getLogger("sitewatt.aggregator")
+
+
+def tune_gc() -> None:
+    """Garbage-collector settings for the long-running aggregator process (`serve` calls it
+    first; bench_ingest too, to measure the same process).
+
+    Ingest makes a few container objects per message that live until its hooks have run, tens
+    of milliseconds, so many reach the oldest generation; with CPython's default thresholds a
+    full collection then ran about once a second at 100,000 readings/s, each scanning the
+    whole heap (rollup accumulators, caches): 0.07 s of CPU per 100,000 readings. What startup
+    built is frozen (never scanned again), and a full collection waits for 1,000 young-generation
+    collections instead of 10: reference cycles are still collected, only later.
+    """
+    gc.freeze()
+    gen0, gen1, _ = gc.get_threshold()
+    gc.set_threshold(gen0, gen1, 1000)
 
 
 def build_services(config: AggregatorConfig, *, clock: Clock | None = None) -> Services:
@@ -158,4 +175,4 @@ async def run(
         log.info("aggregator stopped")
 
 
-__all__ = ["build_services", "run"]
+__all__ = ["build_services", "run", "tune_gc"]

@@ -41,7 +41,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from aggregator.config import config_from_dict
-from aggregator.service import build_services
+from aggregator.service import build_services, tune_gc
 from aggregator.storage import VerifiedBatch, open_storage
 from aggregator.verify import Window, verify_message
 from bench.common import (
@@ -338,6 +338,7 @@ def main() -> None:
     rate_targets = list(args.lag_at)  # fractions of TARGET
     rate_secs = 2.0 if args.quick else 10.0
     fig: dict[str, Any] = {"sites": sites, "per_batch": sizes, "load_avg_1m": os.getloadavg()[0]}
+    tune_gc()  # as `sitewatt-aggregator serve` does
     bursts: dict[int, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="sitewatt-bench-ingest-") as d:
         tmp = Path(d)
