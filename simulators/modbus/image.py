@@ -11,6 +11,11 @@ image holds them anyway, saturated only at what the register type can carry, so 
 an out-of-range reading exactly as it would from the field. Writes are checked against the
 profile: unmapped or read-only addresses and partial 32-bit writes are ILLEGAL_DATA_ADDRESS,
 values outside [min, max] ILLEGAL_DATA_VALUE.
+
+A refresh encodes again only the points whose value changed since the last one: settings,
+counters, flags and open channels mostly hold still between polls, and encoding is what a
+simulator's refresh costs. Each point owns its registers (profiles refuse overlaps), so a point
+left alone keeps exactly the words it had.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from protocols.codec import MISSING, PointCodec
 from protocols.errors import CodecError
@@ -60,6 +66,10 @@ ILLEGAL_ADDRESS = 2
 ILLEGAL_VALUE = 3
 
 
+_UNSET: Any = object()
+"""What a point's `last` holds before its first encoding: equal to no value."""
+
+
 @dataclass
 class _Compiled:
     point: PointDef
@@ -68,6 +78,19 @@ class _Compiled:
     bits: frozenset[str]
     lo: float | None  # engineering values the register type can carry (None: unbounded f32)
     hi: float | None
+    last: PointValue = _UNSET  # the value the point's words were last encoded from
+
+
+def _unchanged(value: PointValue, last: PointValue) -> bool:
+    """Whether `value` encodes to the words `last` did: equal values do (1, 1.0 and True too),
+    except zeros of opposite sign (a float32 point keeps the sign)."""
+    if value is last:
+        return True
+    if value != last:
+        return False
+    if isinstance(value, int | float) and isinstance(last, int | float) and value == 0:
+        return math.copysign(1.0, value) == math.copysign(1.0, last)
+    return True
 
 
 def _compile(point: PointDef) -> _Compiled:
@@ -103,11 +126,17 @@ class RegisterImage:
 
     # -- refresh -------------------------------------------------------------------------------
     def refresh(self, values: Mapping[str, PointValue]) -> None:
-        """Encode every profile point from `values` (missing ones keep extras or defaults)."""
+        """Encode every profile point from `values` (missing ones keep extras or defaults);
+        points whose value has not changed since the last refresh keep their words."""
+        extras = self.extras
         for c in self._points:
             name = c.point.name
-            value = values.get(name, self.extras.get(name))
+            value = values.get(name, extras.get(name))
+            if _unchanged(value, c.last):
+                continue
             self._store(c, value)
+            # A mapping is copied: the caller may fill the same dict again.
+            c.last = dict(value) if isinstance(value, Mapping) else value
 
     def _store(self, c: _Compiled, value: PointValue) -> None:
         p = c.point

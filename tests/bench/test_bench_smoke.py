@@ -52,3 +52,10 @@ def test_outbox_bench_drains_everything_and_prints_positive_figures() -> None:
         assert f[key] > 0, key
     assert f["drain_stored_ok"] == 1
     assert f["fleet_stored_ok"] == 1
+
+
+def test_physics_bench_prints_positive_figures() -> None:
+    f = run_bench("physics")
+    for key in ("step_us", "site_day_cpu_s", "refresh_us_per_device", "view_read_us_per_device"):
+        assert f[key] > 0, key
+    assert f["sites"] == 4 and f["step_s"] == 30.0  # --quick: four fleet-20 sites, its own step
