@@ -60,6 +60,12 @@ def _run_as() -> pwd.struct_passwd | None:
     raise RuntimeError("running as root and no 'postgres' or 'nobody' user to own the cluster")
 
 
+def _workdir() -> Path:
+    """A temp dir the cluster's owner can reach: under /tmp when we are root (a TMPDIR under
+    /root would not be)."""
+    return Path(tempfile.mkdtemp(prefix="sitewatt-pg-", dir="/tmp" if os.getuid() == 0 else None))
+
+
 @dataclass
 class PgCluster:
     """One postgres server we started; `close()` stops exactly it and removes its files."""
@@ -67,7 +73,7 @@ class PgCluster:
     settings: dict[str, str] = field(default_factory=dict)
     port: int = 0
     host: str = "127.0.0.1"
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sitewatt-pg-")))
+    workdir: Path = field(default_factory=lambda: _workdir())
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
