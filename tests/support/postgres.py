@@ -187,7 +187,14 @@ class PgCluster:
         self.close()
 
 
+def _stop_on(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    # SIGTERM too (a background job ignores SIGINT): the cluster is stopped and removed either way
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop_on)
     with PgCluster() as cluster:
         print(cluster.url(), flush=True)
         with contextlib.suppress(KeyboardInterrupt):
