@@ -74,7 +74,7 @@ from aggregator.storage.types import (
     TokenRecord,
     VerifiedBatch,
 )
-from protocols.types import Reading
+from protocols.types import Reading, ReadingColumns
 
 log = logging.getLogger("sitewatt.aggregator.storage")
 
@@ -399,7 +399,8 @@ class PostgresStorage:
         spans: list[tuple[int | None, int | None]] = []
         for b in candidates:
             if b.readings:
-                cols = tuple(zip(*b.readings, strict=True))
+                c = ReadingColumns.of(b.readings)  # decoded batches already are
+                cols = (c.t, c.device, c.point, c.value, c.quality)
                 columns.append(cols)
                 spans.append((min(cols[0]), max(cols[0])))
             else:
