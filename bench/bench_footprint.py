@@ -12,6 +12,11 @@ aggregator. The agent process is sampled with psutil after a warm-up (start-up e
   computed by encoding and signing exactly those readings (the size is deterministic).
 - peer workload: 10 devices x 100 holding registers (bench/peer_server.py, every value changes
   every 250 ms), polled every second, every value published: CPU % and RSS of the agent.
+- what the RSS is made of: a fresh interpreter importing only the third-party libraries the
+  `run` path uses (the floor with these dependencies), and one after `import agent.cli`.
+
+The agent runs in the environment of the shipped systemd unit, byte-compiled as installed
+(`bench.common.deployed_agent_env`).
 
     python -m bench.bench_footprint [--quick] [--minutes M] [--peer-minutes M]
 """
@@ -37,6 +42,7 @@ from bench.common import (
     ProcSampler,
     Row,
     agent_toml,
+    deployed_agent_env,
     emit,
     free_port_range,
     mosquitto,
@@ -93,7 +99,7 @@ def agent_process(config: Path, workdir: Path) -> Iterator[Proc]:
     log = open(workdir / "agent.log", "ab")  # noqa: SIM115 - lives with the process
     proc = subprocess.Popen(
         [venv_script("sitewatt-agent"), "run", "--config", str(config), "--log-level", "WARNING"],
-        cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=deployed_agent_env(),
     )  # fmt: skip
     log.close()
     p = Proc(proc)
@@ -288,6 +294,38 @@ def run_peer(tmp: Path, minutes: float, warmup_s: float, devices: int = 10) -> d
     }
 
 
+# -- what the memory consists of --------------------------------------------------------------
+
+# The third-party modules the `run` path imports, used as the agent uses them (one pydantic model
+# built), and nothing of ours: the floor under the agent's RSS with these dependencies.
+LIBRARIES_ONLY = """
+import asyncio, json, logging, sqlite3, tomllib, zoneinfo
+import cbor2, paho.mqtt.client, psutil, pymodbus.client, typer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel
+class Model(BaseModel):
+    x: int
+"""
+AGENT_IMPORTED = "import agent.cli"
+PRINT_RSS = """
+for line in open("/proc/self/status"):
+    if line.startswith("VmRSS:"):
+        print(int(line.split()[1]) * 1024)
+"""
+
+
+def import_rss(code: str, runs: int = 3) -> float:
+    """Median RSS (bytes) of a fresh interpreter, in the agent's environment, after `code`."""
+    env = deployed_agent_env()
+    rss = [
+        float(subprocess.run([sys.executable, "-c", code + PRINT_RSS], cwd=REPO, env=env,
+                             capture_output=True, text=True, check=True).stdout)
+        for _ in range(runs)
+    ]  # fmt: skip
+    return sorted(rss)[len(rss) // 2]
+
+
 def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--minutes", type=float, default=None, help="full-site window (default 5)")
@@ -300,6 +338,14 @@ def main() -> None:
     warmup = 10.0 if args.quick else 30.0
     fig: dict[str, Any] = {}
     rows: list[Row] = []
+    libs, imported = import_rss(LIBRARIES_ONLY), import_rss(AGENT_IMPORTED)
+    fig["libraries_only_rss_mb"] = libs / MB
+    fig["agent_imported_rss_mb"] = imported / MB
+    rows += [
+        Row("RSS of the run path's libraries alone, nothing of ours", libs / MB, "MB",
+            "the floor with these dependencies"),
+        Row("RSS after `import agent.cli` (no device, no broker)", imported / MB, "MB"),
+    ]  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="sitewatt-bench-footprint-") as d:
         tmp = Path(d)
         if not args.skip_site:
