@@ -104,7 +104,9 @@ class ReadingColumns(Sequence[Reading]):
     def __getitem__(self, i: int | slice) -> Reading | tuple[Reading, ...]:
         if isinstance(i, slice):
             return tuple(self)[i]
-        return Reading(self.t[i], self.device[i], self.point[i], self.value[i], self.quality[i])
+        return _new_reading(
+            (self.t[i], self.device[i], self.point[i], self.value[i], self.quality[i])
+        )
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, ReadingColumns | tuple):
