@@ -121,8 +121,12 @@ def workers(config: Path, n: int, tmp: Path, problems: list[str]) -> Iterator[li
         for p in procs:
             p.stop()
         for path in logs:
-            lines = path.read_text().splitlines()
-            problems += [x for x in lines if " WARNING " in x or " ERROR " in x]
+            text = path.read_text()
+            problems += [x for x in text.splitlines() if " WARNING " in x or " ERROR " in x]
+            if " ERROR " in text:  # the first error with its traceback, for the record
+                first = text[text.index(" ERROR ") - 24 :]
+                (REPO / "var").mkdir(exist_ok=True)
+                (REPO / "var" / "bench_ingest_pg-worker-error.log").write_text(first[:20_000])
 
 
 def run_case(
