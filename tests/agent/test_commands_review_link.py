@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 from agent.acks import AckQueue, QueuedAck
 from protocols.messages import AckStatus, BreakerSet, PeakShave
@@ -60,7 +61,15 @@ async def test_reserve_stop_does_not_wait_for_a_settling_breaker(
         stopped_at = live.clock.now()
         assert live.op.ack_for(opening) is None, "the stop waited for the breaker to settle"
         assert stopped_at - crossed_at < OPEN_DELAY_S
-        stop = next(e for e in live.agent.audit.entries() if e.reason == "reserve_reached")
+
+        # The audit entry is committed (off the loop) just after the write that stopped it.
+        def stop_entry() -> Any:
+            return next(
+                (e for e in live.agent.audit.entries() if e.reason == "reserve_reached"), None
+            )
+
+        await wait_for(lambda: stop_entry() is not None, timeout=10)
+        stop = stop_entry()
         assert stop.status == "applied" and stop.action == "battery.auto"
         # The breaker command completes on its own, after the stop.
         await wait_for(lambda: live.op.ack_for(opening) is not None, timeout=15)
@@ -92,8 +101,9 @@ async def test_an_ack_finished_while_the_broker_is_down_arrives_once_after(
             return queue.pending()
 
         try:
+            # The ack is stored (off the loop) just after the audit entry.
+            await wait_for(lambda: len(queued()) == 1, timeout=10)
             stored = queued()
-            assert len(stored) == 1, "the ack is not waiting in the agent's database"
             assert stored[0].command_id == opening.id and stored[0].seq == opening.seq
             assert live.op.ack_for(opening) is None
             await asyncio.to_thread(mosquitto.start)
