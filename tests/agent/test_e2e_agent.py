@@ -165,9 +165,14 @@ async def test_agent_end_to_end(tmp_path: Path, sim: SimHost, mosquitto: Broker)
         await asyncio.to_thread(rx.set_online, False)
         await wait_for(lambda: not agent.commands.leases.holds("battery"), timeout=15)
         assert await read_point(sim, "battery", "mode") == 0
+
+        # The restore's audit entry is committed (off the loop) just after the lease is dropped.
+        def agent_reasons() -> list[str]:
+            return [e.reason for e in agent.audit.entries() if e.source == "agent"]
+
+        await wait_for(lambda: len(agent_reasons()) >= 2, timeout=10)
+        assert agent_reasons() == ["lease_lapsed", "aggregator_offline"]
         assert agent.audit.verify().ok
-        reasons = [e.reason for e in agent.audit.entries() if e.source == "agent"]
-        assert reasons == ["lease_lapsed", "aggregator_offline"]
     finally:
         await agent.stop()
         await asyncio.to_thread(op.close)
