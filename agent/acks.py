@@ -16,6 +16,7 @@ thread (`agent.command_db.DbWorker`) so its fsync does not stall the event loop.
 from __future__ import annotations
 
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,10 +50,10 @@ class QueuedAck:
 class AckQueue:
     """Owner of the `ack_outbox` table. Oldest first; a row lives until its PUBACK."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, thread: ThreadPoolExecutor | None = None) -> None:
         self.path = Path(path)
         self._db = open_command_db(self.path, schema=_SCHEMA, what="the ack queue")
-        self._worker = DbWorker("acks")
+        self._worker = DbWorker("acks", thread)
 
     def close(self) -> None:
         self._worker.close()

@@ -23,6 +23,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,12 +111,18 @@ def entry_hash(prev: bytes, n: int, e: AuditEntry) -> bytes:
 class AuditLog:
     """Owner of the `audit` and `command_state` tables in the agent's database."""
 
-    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        read_only: bool = False,
+        thread: ThreadPoolExecutor | None = None,
+    ) -> None:
         self.path = Path(path)
         self._db = open_command_db(
             self.path, schema=_SCHEMA, what="the audit tables", read_only=read_only
         )
-        self._worker = DbWorker("audit")
+        self._worker = DbWorker("audit", thread)
 
     def close(self) -> None:
         self._worker.close()

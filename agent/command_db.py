@@ -15,6 +15,7 @@ it holds the worker's `lock`: an sqlite3 connection must never be used by two th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sqlite3
 import threading
@@ -48,18 +49,27 @@ def open_command_db(
     return db
 
 
+def commit_thread(name: str) -> ThreadPoolExecutor:
+    """One thread for commits, first asked first done. Several `DbWorker`s may share it: a
+    fleet host's hundreds of agents do, rather than two threads each (500 threads taking turns
+    at the GIL stalled the event loop whenever a round of commands arrived)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+
 class DbWorker:
     """The one thread that runs a connection's commits, first asked first done, and its lock.
 
     A single thread keeps the order of the calls (the audit chain's order is the order the
     appends were called in, even if the caller is cancelled while waiting); the thread starts on
-    the first call, so a read-only open costs none.
+    the first call, so a read-only open costs none. It is the worker's own unless `thread` (a
+    `commit_thread`, shared) is given.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, thread: ThreadPoolExecutor | None = None) -> None:
         self.lock = threading.Lock()
         """Held by every use of the connection, on whichever thread."""
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._own = thread is None
+        self._pool = thread or commit_thread(name)
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """`fn(*args, **kwargs)` in the worker thread; returns (or raises) once it has run."""
@@ -67,8 +77,17 @@ class DbWorker:
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
     def close(self) -> None:
-        """Wait for the commits already asked for (they were promised), then stop the thread."""
-        self._pool.shutdown(wait=True)
+        """Wait for the commits already asked for (they were promised), then stop the thread
+        (a shared one: only wait, its owner stops it)."""
+        if self._own:
+            self._pool.shutdown(wait=True)
+            return
+        with contextlib.suppress(RuntimeError):  # already shut down: nothing left to wait for
+            self._pool.submit(_nothing).result()
 
 
-__all__ = ["DbWorker", "open_command_db"]
+def _nothing() -> None:
+    return None
+
+
+__all__ = ["DbWorker", "commit_thread", "open_command_db"]

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from agent.command_db import commit_thread
 from agent.config import SiteConfig
 from agent.errors import AgentError
 from agent.guard_loop import GUARD_MIN_WALL_S
@@ -59,6 +60,7 @@ class FleetHost:
         self.configs = list(configs)
         self.start_spread_s = start_spread_s
         self.wall_floor_s = wall_floor_s(len(self.configs))
+        self.commit_thread = commit_thread("fleet-commits")
         self.agents: list[Agent] = []
         self.started = 0
         self._profiles: dict[Path, Profile] = {}
@@ -88,6 +90,7 @@ class FleetHost:
                     cfg.clock.build(),
                     profiles=self._shared_profiles(cfg),
                     wall_floor_s=self.wall_floor_s,
+                    commit_thread=self.commit_thread,
                 )
             )
 
@@ -106,6 +109,7 @@ class FleetHost:
         # flush and disconnect (a busy loop let poll tasks outlive their agent's outbox).
         await asyncio.gather(*(a.poller.stop() for a in self.agents), return_exceptions=True)
         await asyncio.gather(*(a.stop() for a in self.agents), return_exceptions=True)
+        self.commit_thread.shutdown(wait=True)
 
     def status(self) -> FleetHostStatus:
         pending = 0

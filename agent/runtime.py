@@ -18,6 +18,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from agent.acks import AckQueue
@@ -99,9 +100,11 @@ class Agent:
         buses: Mapping[str, ModbusBus] | None = None,
         rng: random.Random | None = None,
         wall_floor_s: float = GUARD_MIN_WALL_S,
+        commit_thread: ThreadPoolExecutor | None = None,
     ) -> None:
         """`wall_floor_s`: the shortest wall time between the unprompted looks of the guard
-        and delivery loops (a fleet host of hundreds of agents raises it)."""
+        and delivery loops (a fleet host of hundreds of agents raises it); `commit_thread`: a
+        thread for the command side's commits shared with other agents (else two of its own)."""
         self.config = config
         self.clock = clock or SystemClock()
         self._rng = rng or random.Random()
@@ -110,8 +113,8 @@ class Agent:
             config.site_id, config.site.key_file, config.site.pinned_keys()
         )
         self.outbox = Outbox(config.outbox.path, limits=outbox_limits(config))
-        self.audit = AuditLog(config.outbox.path)
-        self.acks = AckQueue(config.outbox.path)
+        self.audit = AuditLog(config.outbox.path, thread=commit_thread)
+        self.acks = AckQueue(config.outbox.path, thread=commit_thread)
         self.delivery = Delivery(
             delivery_settings(config, self.profiles, idle_min_wall_s=wall_floor_s),
             self.identity,

@@ -18,6 +18,7 @@ from typing import Any
 
 from agent.acks import AckQueue
 from agent.audit import AuditEntry, AuditLog
+from agent.command_db import commit_thread
 
 
 def entry(i: int) -> AuditEntry:
@@ -138,3 +139,37 @@ async def test_close_waits_for_commits_already_asked_for(tmp_path: Path) -> None
         assert len(reopened.entries()) == 5 and reopened.verify().ok
     finally:
         reopened.close()
+
+
+async def test_agents_sharing_one_commit_thread_keep_their_order_and_close_apart(
+    tmp_path: Path,
+) -> None:
+    """A fleet host's agents share one commit thread: each log still chains in call order, and
+    closing one waits for its own commits without stopping the thread the others use."""
+    shared = commit_thread("test-commits")
+    logs = [AuditLog(tmp_path / f"site-{k}.db", thread=shared) for k in range(3)]
+    acks = AckQueue(tmp_path / "site-0.db", thread=shared)
+    try:
+        await asyncio.gather(
+            *(log.append_async(entry(i)) for i in range(20) for log in logs),
+            acks.put_async(command_id="c", seq=1, topic="t", body=b"x", created_ms=1),
+        )
+        tail = [asyncio.create_task(logs[0].append_async(entry(20 + i))) for i in range(5)]
+        await asyncio.sleep(0)  # handed to the shared thread
+        logs[0].close()  # waits for its five, leaves the thread running
+        await asyncio.gather(*tail)
+        await logs[1].append_async(entry(20))  # the others still commit
+        assert [len(log.entries()) for log in logs[1:]] == [21, 20]
+        assert all(log.verify().ok for log in logs[1:])
+        assert [a.command_id for a in acks.pending()] == ["c"]
+        reopened = AuditLog(tmp_path / "site-0.db", read_only=True)
+        try:
+            ids = [e.command_id for e in reopened.entries()]
+            assert ids == [f"id-{i}" for i in range(25)] and reopened.verify().ok
+        finally:
+            reopened.close()
+    finally:
+        for log in logs[1:]:
+            log.close()
+        acks.close()
+        shared.shutdown(wait=True)
