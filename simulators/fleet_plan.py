@@ -99,6 +99,12 @@ MAX_AGE_S = 120.0
 """Longest simulated delay the fleet allows between a reading and its batch being sent."""
 
 
+def heartbeat_s(poll_s: float) -> float:
+    """Simulated seconds after which a device's unchanged points are sent anyway (every third
+    poll, at least every 5 minutes): the aggregator's silence alarm waits for it."""
+    return max(300.0, 3.0 * poll_s)
+
+
 def command_expires_s(speed: float) -> float:
     """Simulated seconds a fleet's command stays valid: 10 wall seconds, at least a minute."""
     return min(3600.0, max(60.0, 10.0 * speed))
@@ -184,7 +190,7 @@ def agent_config(
             "poll_interval_s": poll * (2.0 if kind is DeviceKind.AIRCON else 1.0),
             "timeout_s": 2.0,
             "retries": 1,
-            "max_interval_s": max(300.0, poll * 10),
+            "max_interval_s": heartbeat_s(poll),
         }
     capacity_wh = spec.battery.capacity_ah * NOMINAL_V[spec.battery.chemistry]
     return {
@@ -255,7 +261,16 @@ def aggregator_config(
         # Likewise a site is offline only after 15 wall seconds of silence (at 160x the default
         # 300 simulated seconds are under 2 wall seconds, less than a busy loop's lag), and never
         # before two of its polls could have been missed.
-        "alarms": {"silence_s": max(300.0, 15.0 * plan.speed, 2.0 * plan.poll_s + MAX_AGE_S)},
+        # And never before a site that reports by exception had to send its heartbeat (a
+        # quiet site of a big fleet was called offline between two heartbeats).
+        "alarms": {
+            "silence_s": max(
+                300.0,
+                15.0 * plan.speed,
+                2.0 * plan.poll_s + MAX_AGE_S,
+                heartbeat_s(plan.poll_s) + plan.poll_s + MAX_AGE_S,
+            )
+        },
         "clock": plan.clock_section(),
     }
 
@@ -320,6 +335,7 @@ __all__ = [
     "command_expires_s",
     "default_poll_s",
     "enrol_rows",
+    "heartbeat_s",
     "plan_fleet",
     "policy_layers",
     "shard_count",

@@ -108,6 +108,12 @@ def test_big_fast_fleet_polls_less_often_and_its_alarms_wait_for_it(tmp_path: Pa
     cfg = aggregator_config(plan, workdir=tmp_path, broker=("h", 1), http_port=0, control=True)
     assert cfg["control"]["stale_s"] >= plan.poll_s + 120
     assert cfg["alarms"]["silence_s"] >= 2 * plan.poll_s
+    # A site whose values do not change still sends its heartbeat before it is called offline.
+    site_cfg = agent_config(
+        plan, plan.sites[0], folder=tmp_path, broker=("h", 1), aggregator_pub=tmp_path / "k"
+    )
+    heartbeat = min(d["max_interval_s"] for d in site_cfg["devices"].values())
+    assert cfg["alarms"]["silence_s"] > heartbeat + plan.poll_s
 
 
 def test_agent_config_is_valid_toml_the_agent_accepts(tmp_path: Path) -> None:
