@@ -261,14 +261,14 @@ def aggregator_config(
         # Likewise a site is offline only after 15 wall seconds of silence (at 160x the default
         # 300 simulated seconds are under 2 wall seconds, less than a busy loop's lag), and never
         # before two of its polls could have been missed.
-        # And never before a site that reports by exception had to send its heartbeat (a
-        # quiet site of a big fleet was called offline between two heartbeats).
+        # And never before a site that reports by exception had to send its heartbeat, with a
+        # poll's and 15 wall seconds' slack (a quiet site of a big fleet on a busy machine was
+        # called offline between two heartbeats).
         "alarms": {
             "silence_s": max(
                 300.0,
-                15.0 * plan.speed,
-                2.0 * plan.poll_s + MAX_AGE_S,
-                heartbeat_s(plan.poll_s) + plan.poll_s + MAX_AGE_S,
+                2.0 * plan.poll_s + MAX_AGE_S + 15.0 * plan.speed,
+                heartbeat_s(plan.poll_s) + plan.poll_s + MAX_AGE_S + 15.0 * plan.speed,
             )
         },
         "clock": plan.clock_section(),

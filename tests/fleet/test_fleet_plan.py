@@ -151,7 +151,8 @@ def test_aggregator_config_and_policy_layers_validate(tmp_path: Path) -> None:
         SimClock(START, 60.0, 1000.0).now(), abs=1.0
     )
     assert agg.control.enabled
-    assert agg.alarms.silence_s == 900.0  # 15 wall seconds at 60x
+    # The 300 s heartbeat, a 60 s poll, 120 s batch age and 15 wall seconds of slack at 60x.
+    assert agg.alarms.silence_s == 1380.0
     # Commands stay valid 10 wall seconds (60 simulated ones would be 1 s at 60x), and the loop
     # does not call one failed before it has expired.
     assert agg.commands.expires_s == 600.0
