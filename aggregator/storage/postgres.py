@@ -19,31 +19,27 @@ once, so nothing here relies on being the only writer:
 - `latest()` is read from the database each time (another worker may have written since).
 
 A commit is durable before `store_batches` returns: connections force `synchronous_commit=on`,
-whatever the server's default.
+whatever the server's default. The queries both SQL backends run alike (sites, keys, alarms,
+tokens, commands, reads of stored readings) live in `sql_common`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, cast, overload
+from typing import Any, cast
 
 import psycopg
-from psycopg import errors, sql
+from psycopg import errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from aggregator.errors import (
-    SchemaError,
-    SiteExistsError,
-    SiteKeyError,
-    StorageError,
-    UnknownSiteError,
-)
+from aggregator.errors import SchemaError, StorageError
 from aggregator.storage import rows as R
 from aggregator.storage.postgres_schema import LATEST_VERSION, MIGRATIONS
 from aggregator.storage.rollup import (
@@ -57,21 +53,13 @@ from aggregator.storage.rollup import (
     fold,
     merge,
     merge_into,
-    step_of,
-    view,
 )
+from aggregator.storage.sql_common import Conn as SqlConn
+from aggregator.storage.sql_common import SqlStorage
 from aggregator.storage.types import (
-    AlarmRecord,
-    CommandRecord,
-    CommandStatus,
-    LossRecord,
     RollupRow,
     SeriesKey,
-    SiteInfo,
-    SiteKey,
-    SiteState,
     StoreResult,
-    TokenRecord,
     VerifiedBatch,
 )
 from protocols.types import Reading, ReadingColumns
@@ -143,11 +131,13 @@ class _WriterLost(Exception):
     else's to rebuild now."""
 
 
-class PostgresStorage:
+class PostgresStorage(SqlStorage):
     """Aggregator storage in a PostgreSQL database; several processes may share it.
 
     Thread-safe: connections come from a pool (`pool_size` at most), one per call.
     """
+
+    _GREATEST = "greatest"
 
     def __init__(
         self,
@@ -222,13 +212,22 @@ class PostgresStorage:
         except psycopg.Error as exc:
             raise StorageError(f"database: {exc}") from exc
 
+    _write = _tx  # every pooled transaction may write
+
     def _read(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._tx() as conn:
             return conn.execute(query, params).fetchall()
 
-    def _one(self, query: str, params: Sequence[Any] = ()) -> tuple[Any, ...]:
-        rows = self._read(query, params)
-        return rows[0]
+    def _q(self, sql: str) -> str:
+        return _pg_style(sql)
+
+    @staticmethod
+    def _duplicate(exc: StorageError) -> bool:
+        return isinstance(exc.__cause__, errors.UniqueViolation)
+
+    @staticmethod
+    def _orphan(exc: StorageError) -> bool:
+        return isinstance(exc.__cause__, errors.ForeignKeyViolation)
 
     def close(self) -> None:
         """Flush rollups, release the writer lock and close every connection."""
@@ -247,9 +246,6 @@ class PostgresStorage:
             self._lock_conn = None
 
     # ---- schema ------------------------------------------------------------------------------
-
-    def schema_version(self) -> int:
-        return int(self._one("SELECT coalesce(max(version), 0) FROM schema_version")[0])
 
     def _migrate(self) -> None:
         """Create or upgrade the schema, one process at a time (an advisory lock)."""
@@ -321,20 +317,6 @@ class PostgresStorage:
                 (WRITER_LOCKS,),
             )
         ]
-
-    # ---- meta --------------------------------------------------------------------------------
-
-    def get_meta(self, key: str) -> str | None:
-        rows = self._read("SELECT value FROM meta WHERE key = %s", (key,))
-        return str(rows[0][0]) if rows else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self._tx() as conn:
-            conn.execute(
-                "INSERT INTO meta VALUES (%s, %s) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
 
     # ---- ingest ------------------------------------------------------------------------------
 
@@ -668,150 +650,23 @@ class PostgresStorage:
     def latest(self, site: str) -> dict[SeriesKey, Reading]:
         """The newest reading of every point of `site` (read from the database: another worker
         may have stored newer ones)."""
-        rows = self._read(
+        return self._latest_of(
             "SELECT s.device, s.point, r.t_ms, r.value, r.quality FROM series s "
             "CROSS JOIN LATERAL (SELECT t_ms, value, quality FROM readings "
-            "WHERE series_id = s.id ORDER BY t_ms DESC LIMIT 1) r WHERE s.site = %s",
-            (site,),
+            "WHERE series_id = s.id ORDER BY t_ms DESC LIMIT 1) r WHERE s.site = ?",
+            site,
         )
-        out: dict[SeriesKey, Reading] = {}
-        for device, point, t, value, quality in rows:
-            v, q = R.decode(value, quality)
-            out[(device, point)] = Reading(t, device, point, v, q)
-        return out
 
-    def series(self, site: str) -> list[SeriesKey]:
-        """Every (device, point) of `site` that has ever reported, sorted."""
-        rows = self._read("SELECT device, point FROM series WHERE site = %s ORDER BY 1, 2", (site,))
-        return [(d, p) for d, p in rows]
-
-    def _series_id(self, site: str, device: str, point: str) -> int | None:
-        with self._series_lock:
-            sid = self._series.get(site, {}).get((device, point))
-        if sid is not None:
-            return sid
-        rows = self._read(
-            "SELECT id FROM series WHERE site = %s AND device = %s AND point = %s",
-            (site, device, point),
-        )
-        return int(rows[0][0]) if rows else None
-
-    @overload
-    def readings(
-        self,
-        site: str,
-        device: str,
-        point: str,
-        t0: int,
-        t1: int,
-        step_s: None = None,
-        limit: int = ...,
-        offset: int = ...,
-    ) -> list[Reading]: ...
-
-    @overload
-    def readings(
-        self,
-        site: str,
-        device: str,
-        point: str,
-        t0: int,
-        t1: int,
-        step_s: int,
-        limit: int = ...,
-        offset: int = ...,
-    ) -> list[RollupRow]: ...
-
-    def readings(
-        self,
-        site: str,
-        device: str,
-        point: str,
-        t0: int,
-        t1: int,
-        step_s: int | None = None,
-        limit: int = 1000,
-        offset: int = 0,
-    ) -> list[Reading] | list[RollupRow]:
-        """Readings of one point with t0 <= t < t1 (ms), oldest first; with a step (k × 900 s),
-        rollup rows of that step instead."""
-        if step_s is not None:
-            return self.rollups(site, device, point, t0, t1, step_s, limit=limit, offset=offset)
-        sid = self._series_id(site, device, point)
-        if sid is None:
-            return []
-        rows = self._read(
-            "SELECT t_ms, value, quality FROM readings WHERE series_id = %s AND t_ms >= %s "
-            "AND t_ms < %s ORDER BY t_ms LIMIT %s OFFSET %s",
-            (sid, t0, t1, limit, offset),
-        )
-        out: list[Reading] = []
-        for t, value, quality in rows:
-            v, q = R.decode(value, quality)
-            out.append(Reading(t, device, point, v, q))
-        return out
-
-    def rollups(
-        self,
-        site: str,
-        device: str,
-        point: str,
-        t0: int,
-        t1: int,
-        step_s: int = BUCKET_MS // 1000,
-        *,
-        limit: int = 1000,
-        offset: int = 0,
-    ) -> list[RollupRow]:
-        """Rollup rows of one point for buckets starting in [t0, t1), at `step_s` (k × 900 s).
-        This process's unflushed rollups are merged in; other workers' appear once flushed."""
-        step_ms = step_of(step_s)
-        sid = self._series_id(site, device, point)
-        if sid is None:
-            return []
-        start = bucket_of(t0, step_ms)
-        rows = self._read(
-            'SELECT bucket_ms, n, "min", "max", mean, "first", "last", first_ms, last_ms '
-            "FROM rollups WHERE series_id = %s AND bucket_ms >= %s AND bucket_ms < %s "
-            "ORDER BY bucket_ms",
-            (sid, start, t1),
-        )
+    def _unflushed(self, sid: int, start: int, end: int) -> dict[int, RollupRow]:
         pending: dict[int, RollupRow] = {}
         with self._pending_lock:
             for accs in (self._pending, self._flushing):
                 for (s, bucket), acc in accs.items():
-                    if s == sid and start <= bucket < t1:
+                    if s == sid and start <= bucket < end:
                         cur = pending.get(bucket)
                         row = acc.row(bucket)
                         pending[bucket] = row if cur is None else merge(cur, row)
-        return view(map(RollupRow._make, rows), pending, t0, step_ms, limit=limit, offset=offset)
-
-    def losses(self, site: str, t0: int = 0, t1: int | None = None) -> list[LossRecord]:
-        rows = self._read(
-            "SELECT t_ms, count, oldest_ms, newest_ms FROM losses WHERE site = %s "
-            "AND t_ms >= %s AND t_ms < %s ORDER BY t_ms, id",
-            (site, t0, t1 if t1 is not None else 2**62),
-        )
-        return [LossRecord(*r) for r in rows]
-
-    def batch_count(self, site: str | None = None) -> int:
-        if site is None:
-            return int(self._one("SELECT count(*) FROM batches")[0])
-        return int(self._one("SELECT count(*) FROM batches WHERE site = %s", (site,))[0])
-
-    def reading_count(self, site: str | None = None) -> int:
-        if site is None:
-            return int(self._one("SELECT count(*) FROM readings")[0])
-        return int(
-            self._one(
-                "SELECT count(*) FROM readings WHERE series_id IN "
-                "(SELECT id FROM series WHERE site = %s)",
-                (site,),
-            )[0]
-        )
-
-    def batch_seqs(self, site: str) -> list[int]:
-        return [int(r[0]) for r in self._read("SELECT seq FROM batches WHERE site = %s", (site,))]
+        return pending
 
     # ---- retention ---------------------------------------------------------------------------
 
@@ -850,298 +705,26 @@ class PostgresStorage:
                     deleted["rollups"] += max(0, cur.rowcount)
         return deleted
 
-    # ---- sites and keys ----------------------------------------------------------------------
-
-    def add_site(self, info: SiteInfo) -> SiteInfo:
-        try:
-            with self._tx() as conn:
-                conn.execute(
-                    "INSERT INTO sites VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    (info.site, info.name, info.region, info.tz, info.tariff, info.created_ms,
-                     bool(info.enabled)),
-                )  # fmt: skip
-        except StorageError as exc:
-            if isinstance(exc.__cause__, errors.UniqueViolation):
-                raise SiteExistsError(f"site {info.site!r} is already enrolled") from exc
-            raise
-        return info
-
-    def update_site(self, site: str, **fields: Any) -> SiteInfo:
-        """Change some of name, region, tz, tariff, enabled."""
-        allowed = {"name", "region", "tz", "tariff", "enabled"}
-        bad = set(fields) - allowed
-        if bad:
-            raise ValueError(f"cannot update {sorted(bad)}")
-        if fields:
-            values = [bool(v) if k == "enabled" else v for k, v in fields.items()]
-            sets = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in fields)
-            with self._tx() as conn:
-                cur = conn.execute(
-                    sql.SQL("UPDATE sites SET {} WHERE site = %s").format(sets), (*values, site)
-                )
-                if cur.rowcount == 0:
-                    raise UnknownSiteError(f"no site {site!r}")
-        return self.get_site(site)
-
-    def get_site(self, site: str) -> SiteInfo:
-        rows = self._read("SELECT * FROM sites WHERE site = %s", (site,))
-        if not rows:
-            raise UnknownSiteError(f"no site {site!r}")
-        return R.site_info(rows[0])
-
-    def list_sites(self) -> list[SiteInfo]:
-        return [R.site_info(r) for r in self._read("SELECT * FROM sites ORDER BY site")]
-
-    def add_key(self, site: str, public_key: str, kid: str, added_ms: int) -> SiteKey:
-        """Enrol a public key (hex) for `site`; SiteKeyError if the key is already enrolled."""
-        self.get_site(site)
-        try:
-            with self._tx() as conn:
-                conn.execute(
-                    "INSERT INTO site_keys VALUES (%s, %s, %s, %s, NULL)",
-                    (kid, site, public_key, added_ms),
-                )
-        except StorageError as exc:
-            if isinstance(exc.__cause__, errors.UniqueViolation):
-                raise SiteKeyError(f"key {kid} is already enrolled") from exc
-            if isinstance(exc.__cause__, errors.ForeignKeyViolation):
-                raise UnknownSiteError(f"no site {site!r}") from exc
-            raise
-        return SiteKey(kid, site, public_key, added_ms)
-
-    def revoke_key(self, kid: str, revoked_ms: int) -> SiteKey:
-        """Revoke a key (idempotent: an already revoked key keeps its first revocation time)."""
-        with self._tx() as conn:
-            row = conn.execute(
-                "UPDATE site_keys SET revoked_ms = coalesce(revoked_ms, %s) WHERE kid = %s "
-                "RETURNING *",
-                (revoked_ms, kid),
-            ).fetchone()
-        if row is None:
-            raise SiteKeyError(f"no key {kid}")
-        return SiteKey(*row)
-
-    def get_key(self, kid: str) -> SiteKey | None:
-        rows = self._read("SELECT * FROM site_keys WHERE kid = %s", (kid,))
-        return SiteKey(*rows[0]) if rows else None
-
-    def site_keys(self, site: str | None = None) -> list[SiteKey]:
-        """Every key (revoked ones too) of `site`, or of all sites, oldest first."""
-        if site is None:
-            rows = self._read("SELECT * FROM site_keys ORDER BY site, added_ms, kid")
-        else:
-            rows = self._read(
-                "SELECT * FROM site_keys WHERE site = %s ORDER BY added_ms, kid", (site,)
-            )
-        return [SiteKey(*r) for r in rows]
-
-    # ---- site state --------------------------------------------------------------------------
-
-    def site_state(self, site: str) -> SiteState:
-        rows = self._read("SELECT * FROM site_state WHERE site = %s", (site,))
-        return R.site_state(rows[0]) if rows else SiteState(site)
-
-    def site_states(self) -> list[SiteState]:
-        return [R.site_state(r) for r in self._read("SELECT * FROM site_state ORDER BY site")]
-
-    def put_site_state(self, state: SiteState) -> None:
-        """Write a site's presence (birth/death fields); last_seen_ms only ever grows."""
-        with self._tx() as conn:
-            conn.execute(
-                "INSERT INTO site_state VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (site) DO UPDATE SET online = excluded.online, "
-                "boot = excluded.boot, version = excluded.version, devices = excluded.devices, "
-                "birth_ms = excluded.birth_ms, death_ms = excluded.death_ms, last_seen_ms = "
-                "greatest(coalesce(site_state.last_seen_ms, 0), "
-                "coalesce(excluded.last_seen_ms, 0))",
-                (
-                    state.site,
-                    bool(state.online),
-                    state.boot,
-                    state.version,
-                    R.dump_json(dict(state.devices)),
-                    state.last_seen_ms,
-                    state.birth_ms,
-                    state.death_ms,
-                ),
-            )
-
-    # ---- alarms ------------------------------------------------------------------------------
-
-    def add_alarm(
-        self,
-        site: str,
-        kind: str,
-        severity: str,
-        message: str,
-        raised_ms: int,
-        *,
-        device: str | None = None,
-        point: str | None = None,
-    ) -> AlarmRecord:
-        with self._tx() as conn:
-            row = conn.execute(
-                "INSERT INTO alarms (site, kind, severity, device, point, message, raised_ms) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                (site, kind, severity, device, point, message, raised_ms),
-            ).fetchone()
-        alarm_id = int(cast(tuple[int], row)[0])
-        return AlarmRecord(alarm_id, site, kind, severity, device, point, message, raised_ms)
-
-    def clear_alarm(self, alarm_id: int, cleared_ms: int) -> AlarmRecord | None:
-        """Clear an active alarm; None if there is no such active alarm."""
-        with self._tx() as conn:
-            row = conn.execute(
-                "UPDATE alarms SET cleared_ms = %s WHERE id = %s AND cleared_ms IS NULL "
-                "RETURNING *",
-                (cleared_ms, alarm_id),
-            ).fetchone()
-        return AlarmRecord(*row) if row else None
-
-    def active_alarms(self, site: str | None = None) -> list[AlarmRecord]:
-        if site is None:
-            rows = self._read(
-                "SELECT * FROM alarms WHERE cleared_ms IS NULL ORDER BY raised_ms, id"
-            )
-        else:
-            rows = self._read(
-                "SELECT * FROM alarms WHERE cleared_ms IS NULL AND site = %s "
-                "ORDER BY raised_ms, id",
-                (site,),
-            )
-        return [AlarmRecord(*r) for r in rows]
-
-    def alarm_history(
-        self,
-        site: str | None = None,
-        t0: int | None = None,
-        t1: int | None = None,
-        *,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[AlarmRecord]:
-        """Alarms raised in [t0, t1), newest first."""
-        query = "SELECT * FROM alarms WHERE raised_ms >= %s AND raised_ms < %s"
-        params: list[Any] = [t0 if t0 is not None else 0, t1 if t1 is not None else 2**62]
-        if site is not None:
-            query += " AND site = %s"
-            params.append(site)
-        rows = self._read(
-            query + " ORDER BY raised_ms DESC, id DESC LIMIT %s OFFSET %s",
-            (*params, limit, offset),
-        )
-        return [AlarmRecord(*r) for r in rows]
-
-    # ---- tokens ------------------------------------------------------------------------------
-
-    def add_token(self, name: str, role: str, token_hash: str, created_ms: int) -> TokenRecord:
-        with self._tx() as conn:
-            row = conn.execute(
-                "INSERT INTO tokens (name, role, token_hash, created_ms) "
-                "VALUES (%s, %s, %s, %s) RETURNING id",
-                (name, role, token_hash, created_ms),
-            ).fetchone()
-        return TokenRecord(int(cast(tuple[int], row)[0]), name, role, token_hash, created_ms)
-
-    def token_by_hash(self, token_hash: str) -> TokenRecord | None:
-        rows = self._read("SELECT * FROM tokens WHERE token_hash = %s", (token_hash,))
-        return TokenRecord(*rows[0]) if rows else None
-
-    def list_tokens(self) -> list[TokenRecord]:
-        return [TokenRecord(*r) for r in self._read("SELECT * FROM tokens ORDER BY id")]
-
-    def revoke_token(self, token_id: int, revoked_ms: int) -> bool:
-        """Revoke a token; False if there is no such token or it was already revoked."""
-        with self._tx() as conn:
-            cur = conn.execute(
-                "UPDATE tokens SET revoked_ms = %s WHERE id = %s AND revoked_ms IS NULL",
-                (revoked_ms, token_id),
-            )
-            return cur.rowcount > 0
-
     # ---- commands ----------------------------------------------------------------------------
 
-    def new_command(
-        self,
-        *,
-        command_id: str,
-        site: str,
-        action: str,
-        params: dict[str, Any],
-        issued_ms: int,
-        expires_ms: int,
-        lease_s: float,
-        issued_by: str,
-    ) -> CommandRecord:
-        """Record a command, giving it the site's next seq (persisted, strictly increasing; the
-        `command_seqs` row lock orders concurrent issuers)."""
-        with self._tx() as conn:
-            row = conn.execute(
-                "INSERT INTO command_seqs AS c VALUES "
-                "(%s, coalesce((SELECT max(seq) FROM commands WHERE site = %s), 0) + 1) "
-                "ON CONFLICT (site) DO UPDATE SET seq = greatest(c.seq, "
-                "coalesce((SELECT max(seq) FROM commands WHERE site = excluded.site), 0)) + 1 "
-                "RETURNING seq",
-                (site, site),
-            ).fetchone()
-            seq = int(cast(tuple[int], row)[0])
-            conn.execute(
-                "INSERT INTO commands (id, site, seq, action, params, issued_ms, expires_ms, "
-                "lease_s, issued_by, status) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (command_id, site, seq, action, R.dump_json(params), issued_ms, expires_ms,
-                 lease_s, issued_by, CommandStatus.PENDING.value),
-            )  # fmt: skip
-        return CommandRecord(
-            command_id, site, seq, action, dict(params), issued_ms, expires_ms, lease_s, issued_by
-        )
+    def _next_command_seq(self, c: SqlConn, site: str) -> int:
+        # The `command_seqs` row lock orders concurrent issuers.
+        rows = self._exec(
+            c,
+            "INSERT INTO command_seqs AS c VALUES "
+            "(?, coalesce((SELECT max(seq) FROM commands WHERE site = ?), 0) + 1) "
+            "ON CONFLICT (site) DO UPDATE SET seq = greatest(c.seq, "
+            "coalesce((SELECT max(seq) FROM commands WHERE site = excluded.site), 0)) + 1 "
+            "RETURNING seq",
+            (site, site),
+        ).fetchall()
+        return int(rows[0][0])
 
-    def mark_command_sent(self, command_id: str, sent_ms: int) -> None:
-        with self._tx() as conn:
-            conn.execute(
-                "UPDATE commands SET sent_ms = %s, status = %s WHERE id = %s AND status = %s",
-                (sent_ms, CommandStatus.SENT.value, command_id, CommandStatus.PENDING.value),
-            )
 
-    def record_ack(
-        self,
-        command_id: str,
-        *,
-        status: str,
-        ack_ms: int,
-        reason: str | None = None,
-        readback: dict[str, Any] | None = None,
-        rtt_ms: float | None = None,
-    ) -> CommandRecord | None:
-        """Store an agent's outcome for a command; None if the command is unknown. The first
-        outcome stands: a redelivered ack does not change it."""
-        with self._tx() as conn:
-            conn.execute(
-                "UPDATE commands SET status = %s, ack_ms = %s, reason = %s, readback = %s, "
-                "rtt_ms = %s WHERE id = %s AND ack_ms IS NULL",
-                (status, ack_ms, reason, None if readback is None else R.dump_json(readback),
-                 rtt_ms, command_id),
-            )  # fmt: skip
-        return self.command(command_id)
-
-    def command(self, command_id: str) -> CommandRecord | None:
-        rows = self._read("SELECT * FROM commands WHERE id = %s", (command_id,))
-        return R.command(rows[0]) if rows else None
-
-    def command_history(
-        self, site: str | None = None, *, limit: int = 100, offset: int = 0
-    ) -> list[CommandRecord]:
-        """Commands newest first."""
-        if site is None:
-            rows = self._read(
-                "SELECT * FROM commands ORDER BY issued_ms DESC, seq DESC LIMIT %s OFFSET %s",
-                (limit, offset),
-            )
-        else:
-            rows = self._read(
-                "SELECT * FROM commands WHERE site = %s ORDER BY seq DESC LIMIT %s OFFSET %s",
-                (site, limit, offset),
-            )
-        return [R.command(r) for r in rows]
+@functools.cache
+def _pg_style(sql: str) -> str:
+    """A shared statement (`?` placeholders) in psycopg's style, converted once per text."""
+    return sql.replace("?", "%s")
 
 
 def _safe(url: str) -> str:

@@ -5,7 +5,8 @@ WAL so the API reads while ingest writes; synchronous=NORMAL (a commit survives 
 process — which is what the ingest contract needs — and loses at most the last commits on a power
 cut); every write in a `BEGIN IMMEDIATE` transaction so writers queue on the busy timeout instead
 of failing half-way. The ingest hot path (`store_batches`) touches each reading once in Python and
-issues one `executemany` per table per group.
+issues one `executemany` per table per group. The queries that read and write sites, keys,
+alarms, tokens, commands and stored readings are shared with PostgreSQL (`sql_common`).
 """
 
 from __future__ import annotations
@@ -17,15 +18,9 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast, overload
+from typing import Any, cast
 
-from aggregator.errors import (
-    SchemaError,
-    SiteExistsError,
-    SiteKeyError,
-    StorageError,
-    UnknownSiteError,
-)
+from aggregator.errors import SchemaError, StorageError
 from aggregator.storage import rows as R
 from aggregator.storage.rollup import (
     BUCKET_MS,
@@ -36,22 +31,13 @@ from aggregator.storage.rollup import (
     bucket_of,
     fold,
     merged,
-    step_of,
-    view,
 )
 from aggregator.storage.schema import LATEST_VERSION, MIGRATIONS
+from aggregator.storage.sql_common import Conn, SqlStorage
 from aggregator.storage.types import (
-    AlarmRecord,
-    CommandRecord,
-    CommandStatus,
-    LossRecord,
     RollupRow,
     SeriesKey,
-    SiteInfo,
-    SiteKey,
-    SiteState,
     StoreResult,
-    TokenRecord,
     VerifiedBatch,
 )
 from protocols.types import Reading, ReadingColumns
@@ -83,8 +69,10 @@ def _chunks(items: Sequence[Any], size: int = _MAX_PARAMS) -> Iterator[Sequence[
         yield items[i : i + size]
 
 
-class SqliteStorage:
+class SqliteStorage(SqlStorage):
     """Aggregator storage in one SQLite file. Thread-safe: each thread gets its own connection."""
+
+    _GREATEST = "max"
 
     def __init__(
         self,
@@ -172,6 +160,13 @@ class SqliteStorage:
         except sqlite3.Error as exc:
             raise StorageError(f"database read failed: {exc}") from exc
 
+    def _q(self, sql: str) -> str:
+        return sql  # the shared statements are written in SQLite's style already
+
+    @staticmethod
+    def _duplicate(exc: StorageError) -> bool:
+        return isinstance(exc.__cause__, sqlite3.IntegrityError)
+
     def close(self) -> None:
         """Flush rollups and close every thread's connection (call once, when no other thread
         uses the storage)."""
@@ -188,10 +183,6 @@ class SqliteStorage:
                 conn.close()
 
     # ---- schema ------------------------------------------------------------------------------
-
-    def schema_version(self) -> int:
-        rows = self._read("SELECT max(version) FROM schema_version")
-        return int(rows[0][0] or 0)
 
     def _migrate(self) -> None:
         conn = self._conn()
@@ -231,20 +222,6 @@ class SqliteStorage:
             series.setdefault(site, {})[(device, point)] = sid
         with self._series_lock:
             self._series = series
-
-    # ---- meta --------------------------------------------------------------------------------
-
-    def get_meta(self, key: str) -> str | None:
-        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
-        return str(rows[0][0]) if rows else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self._write() as c:
-            c.execute(
-                "INSERT INTO meta VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
 
     # ---- ingest ------------------------------------------------------------------------------
 
@@ -503,150 +480,20 @@ class SqliteStorage:
             return dict(cache)
 
     def _load_latest(self, site: str) -> dict[SeriesKey, Reading]:
-        rows = self._read(
+        return self._latest_of(
             "SELECT s.device, s.point, r.t_ms, r.value, r.quality FROM series s "
             "JOIN readings r ON r.series_id = s.id AND r.t_ms = "
             "(SELECT max(t_ms) FROM readings WHERE series_id = s.id) WHERE s.site = ?",
-            (site,),
+            site,
         )
-        out: dict[SeriesKey, Reading] = {}
-        for device, point, t, value, quality in rows:
-            v, q = R.decode(value, quality)
-            out[(device, point)] = Reading(t, device, point, v, q)
-        return out
 
-    def series(self, site: str) -> list[SeriesKey]:
-        """Every (device, point) of `site` that has ever reported, sorted."""
-        rows = self._read("SELECT device, point FROM series WHERE site = ? ORDER BY 1, 2", (site,))
-        return [(d, p) for d, p in rows]
-
-    def _series_id(self, site: str, device: str, point: str) -> int | None:
-        with self._series_lock:
-            sid = self._series.get(site, {}).get((device, point))
-        if sid is not None:
-            return sid
-        rows = self._read(
-            "SELECT id FROM series WHERE site = ? AND device = ? AND point = ?",
-            (site, device, point),
-        )
-        return int(rows[0][0]) if rows else None
-
-    @overload
-    def readings(
-        self,
-        site: str,
-        device: str,
-        point: str,
-        t0: int,
-        t1: int,
-        step_s: None = None,
-        limit: int = ...,
-        offset: int = ...,
-    ) -> list[Reading]: ...
-
-    @overload
-    def readings(
-        self,
-        site: str,
-        device: str,
-        point: str,
-        t0: int,
-        t1: int,
-        step_s: int,
-        limit: int = ...,
-        offset: int = ...,
-    ) -> list[RollupRow]: ...
-
-    def readings(
-        self,
-        site: str,
-        device: str,
-        point: str,
-        t0: int,
-        t1: int,
-        step_s: int | None = None,
-        limit: int = 1000,
-        offset: int = 0,
-    ) -> list[Reading] | list[RollupRow]:
-        """Readings of one point with t0 <= t < t1 (ms), oldest first.
-
-        `step_s=None` gives raw readings; a step (a multiple of 900 s) gives rollup rows of that
-        step from the 15-minute rollups, which outlive the raw retention.
-        """
-        if step_s is not None:
-            return self.rollups(site, device, point, t0, t1, step_s, limit=limit, offset=offset)
-        sid = self._series_id(site, device, point)
-        if sid is None:
-            return []
-        rows = self._read(
-            "SELECT t_ms, value, quality FROM readings WHERE series_id = ? AND t_ms >= ? "
-            "AND t_ms < ? ORDER BY t_ms LIMIT ? OFFSET ?",
-            (sid, t0, t1, limit, offset),
-        )
-        out: list[Reading] = []
-        for t, value, quality in rows:
-            v, q = R.decode(value, quality)
-            out.append(Reading(t, device, point, v, q))
-        return out
-
-    def rollups(
-        self,
-        site: str,
-        device: str,
-        point: str,
-        t0: int,
-        t1: int,
-        step_s: int = BUCKET_MS // 1000,
-        *,
-        limit: int = 1000,
-        offset: int = 0,
-    ) -> list[RollupRow]:
-        """Rollup rows of one point for buckets starting in [t0, t1), at `step_s` (k × 900 s)."""
-        step_ms = step_of(step_s)
-        sid = self._series_id(site, device, point)
-        if sid is None:
-            return []
-        start = bucket_of(t0, step_ms)
-        rows = self._read(
-            'SELECT bucket_ms, n, "min", "max", mean, "first", "last", first_ms, last_ms '
-            "FROM rollups WHERE series_id = ? AND bucket_ms >= ? AND bucket_ms < ? "
-            "ORDER BY bucket_ms",
-            (sid, start, t1),
-        )
-        with self._rollup_lock:  # not flushed yet: merged in so queries see every reading
-            pending = {
+    def _unflushed(self, sid: int, start: int, end: int) -> dict[int, RollupRow]:
+        with self._rollup_lock:
+            return {
                 bucket: acc.row(bucket)
                 for (s, bucket), acc in self._pending.items()
-                if s == sid and start <= bucket < t1
+                if s == sid and start <= bucket < end
             }
-        return view(map(RollupRow._make, rows), pending, t0, step_ms, limit=limit, offset=offset)
-
-    def losses(self, site: str, t0: int = 0, t1: int | None = None) -> list[LossRecord]:
-        rows = self._read(
-            "SELECT t_ms, count, oldest_ms, newest_ms FROM losses WHERE site = ? AND t_ms >= ? "
-            "AND t_ms < ? ORDER BY t_ms, id",
-            (site, t0, t1 if t1 is not None else 2**62),
-        )
-        return [LossRecord(*r) for r in rows]
-
-    def batch_count(self, site: str | None = None) -> int:
-        if site is None:
-            return int(self._read("SELECT count(*) FROM batches")[0][0])
-        return int(self._read("SELECT count(*) FROM batches WHERE site = ?", (site,))[0][0])
-
-    def reading_count(self, site: str | None = None) -> int:
-        if site is None:
-            return int(self._read("SELECT count(*) FROM readings")[0][0])
-        return int(
-            self._read(
-                "SELECT count(*) FROM readings WHERE series_id IN "
-                "(SELECT id FROM series WHERE site = ?)",
-                (site,),
-            )[0][0]
-        )
-
-    def batch_seqs(self, site: str) -> list[int]:
-        return [int(r[0]) for r in self._read("SELECT seq FROM batches WHERE site = ?", (site,))]
 
     # ---- retention ---------------------------------------------------------------------------
 
@@ -682,318 +529,24 @@ class SqliteStorage:
             self._latest.clear()  # reload on next use: a point may have lost its last reading
         return deleted
 
-    # ---- sites and keys ----------------------------------------------------------------------
-
-    def add_site(self, info: SiteInfo) -> SiteInfo:
-        try:
-            with self._write() as c:
-                c.execute(
-                    "INSERT INTO sites VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        info.site,
-                        info.name,
-                        info.region,
-                        info.tz,
-                        info.tariff,
-                        info.created_ms,
-                        info.enabled,
-                    ),
-                )
-        except StorageError as exc:
-            if isinstance(exc.__cause__, sqlite3.IntegrityError):
-                raise SiteExistsError(f"site {info.site!r} is already enrolled") from exc
-            raise
-        return info
-
-    def update_site(self, site: str, **fields: Any) -> SiteInfo:
-        """Change some of name, region, tz, tariff, enabled."""
-        allowed = {"name", "region", "tz", "tariff", "enabled"}
-        bad = set(fields) - allowed
-        if bad:
-            raise ValueError(f"cannot update {sorted(bad)}")
-        if fields:
-            sets = ", ".join(f"{k} = ?" for k in fields)
-            with self._write() as c:
-                cur = c.execute(f"UPDATE sites SET {sets} WHERE site = ?", (*fields.values(), site))
-                if cur.rowcount == 0:
-                    raise UnknownSiteError(f"no site {site!r}")
-        return self.get_site(site)
-
-    def get_site(self, site: str) -> SiteInfo:
-        rows = self._read("SELECT * FROM sites WHERE site = ?", (site,))
-        if not rows:
-            raise UnknownSiteError(f"no site {site!r}")
-        return R.site_info(rows[0])
-
-    def list_sites(self) -> list[SiteInfo]:
-        return [R.site_info(r) for r in self._read("SELECT * FROM sites ORDER BY site")]
-
-    def add_key(self, site: str, public_key: str, kid: str, added_ms: int) -> SiteKey:
-        """Enrol a public key (hex) for `site`; SiteKeyError if the key is already enrolled."""
-        self.get_site(site)
-        try:
-            with self._write() as c:
-                c.execute(
-                    "INSERT INTO site_keys VALUES (?, ?, ?, ?, NULL)",
-                    (kid, site, public_key, added_ms),
-                )
-        except StorageError as exc:
-            if isinstance(exc.__cause__, sqlite3.IntegrityError):
-                raise SiteKeyError(f"key {kid} is already enrolled") from exc
-            raise
-        return SiteKey(kid, site, public_key, added_ms)
-
-    def revoke_key(self, kid: str, revoked_ms: int) -> SiteKey:
-        """Revoke a key (idempotent: an already revoked key keeps its first revocation time)."""
-        with self._write() as c:
-            cur = c.execute(
-                "UPDATE site_keys SET revoked_ms = coalesce(revoked_ms, ?) WHERE kid = ?",
-                (revoked_ms, kid),
-            )
-            if cur.rowcount == 0:
-                raise SiteKeyError(f"no key {kid}")
-        key = self.get_key(kid)
-        assert key is not None
-        return key
-
-    def get_key(self, kid: str) -> SiteKey | None:
-        rows = self._read("SELECT * FROM site_keys WHERE kid = ?", (kid,))
-        return SiteKey(*rows[0]) if rows else None
-
-    def site_keys(self, site: str | None = None) -> list[SiteKey]:
-        """Every key (revoked ones too) of `site`, or of all sites, oldest first."""
-        if site is None:
-            rows = self._read("SELECT * FROM site_keys ORDER BY site, added_ms, kid")
-        else:
-            rows = self._read(
-                "SELECT * FROM site_keys WHERE site = ? ORDER BY added_ms, kid", (site,)
-            )
-        return [SiteKey(*r) for r in rows]
-
-    # ---- site state --------------------------------------------------------------------------
-
-    def site_state(self, site: str) -> SiteState:
-        rows = self._read("SELECT * FROM site_state WHERE site = ?", (site,))
-        return R.site_state(rows[0]) if rows else SiteState(site)
-
-    def site_states(self) -> list[SiteState]:
-        return [R.site_state(r) for r in self._read("SELECT * FROM site_state ORDER BY site")]
-
-    def put_site_state(self, state: SiteState) -> None:
-        """Write a site's presence (birth/death fields); last_seen_ms only ever grows."""
-        with self._write() as c:
-            c.execute(
-                "INSERT INTO site_state VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(site) "
-                "DO UPDATE SET online = excluded.online, boot = excluded.boot, "
-                "version = excluded.version, "
-                "devices = excluded.devices, birth_ms = excluded.birth_ms, "
-                "death_ms = excluded.death_ms, last_seen_ms = "
-                "max(coalesce(last_seen_ms, 0), coalesce(excluded.last_seen_ms, 0))",
-                (
-                    state.site,
-                    state.online,
-                    state.boot,
-                    state.version,
-                    R.dump_json(dict(state.devices)),
-                    state.last_seen_ms,
-                    state.birth_ms,
-                    state.death_ms,
-                ),
-            )
-
-    # ---- alarms ------------------------------------------------------------------------------
-
-    def add_alarm(
-        self,
-        site: str,
-        kind: str,
-        severity: str,
-        message: str,
-        raised_ms: int,
-        *,
-        device: str | None = None,
-        point: str | None = None,
-    ) -> AlarmRecord:
-        with self._write() as c:
-            cur = c.execute(
-                "INSERT INTO alarms (site, kind, severity, device, point, message, raised_ms) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (site, kind, severity, device, point, message, raised_ms),
-            )
-            alarm_id = int(cur.lastrowid or 0)
-        return AlarmRecord(alarm_id, site, kind, severity, device, point, message, raised_ms)
-
-    def clear_alarm(self, alarm_id: int, cleared_ms: int) -> AlarmRecord | None:
-        """Clear an active alarm; None if there is no such active alarm."""
-        with self._write() as c:
-            cur = c.execute(
-                "UPDATE alarms SET cleared_ms = ? WHERE id = ? AND cleared_ms IS NULL",
-                (cleared_ms, alarm_id),
-            )
-            if cur.rowcount == 0:
-                return None
-            row = c.execute("SELECT * FROM alarms WHERE id = ?", (alarm_id,)).fetchone()
-        return AlarmRecord(*row)
-
-    def active_alarms(self, site: str | None = None) -> list[AlarmRecord]:
-        if site is None:
-            rows = self._read("SELECT * FROM alarms WHERE cleared_ms IS NULL ORDER BY raised_ms")
-        else:
-            rows = self._read(
-                "SELECT * FROM alarms WHERE cleared_ms IS NULL AND site = ? ORDER BY raised_ms",
-                (site,),
-            )
-        return [AlarmRecord(*r) for r in rows]
-
-    def alarm_history(
-        self,
-        site: str | None = None,
-        t0: int | None = None,
-        t1: int | None = None,
-        *,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[AlarmRecord]:
-        """Alarms raised in [t0, t1), newest first."""
-        where = ["raised_ms >= ?", "raised_ms < ?"]
-        params: list[Any] = [t0 if t0 is not None else 0, t1 if t1 is not None else 2**62]
-        if site is not None:
-            where.append("site = ?")
-            params.append(site)
-        rows = self._read(
-            f"SELECT * FROM alarms WHERE {' AND '.join(where)} "
-            "ORDER BY raised_ms DESC, id DESC LIMIT ? OFFSET ?",
-            (*params, limit, offset),
-        )
-        return [AlarmRecord(*r) for r in rows]
-
-    # ---- tokens ------------------------------------------------------------------------------
-
-    def add_token(self, name: str, role: str, token_hash: str, created_ms: int) -> TokenRecord:
-        with self._write() as c:
-            cur = c.execute(
-                "INSERT INTO tokens (name, role, token_hash, created_ms) VALUES (?, ?, ?, ?)",
-                (name, role, token_hash, created_ms),
-            )
-            token_id = int(cur.lastrowid or 0)
-        return TokenRecord(token_id, name, role, token_hash, created_ms)
-
-    def token_by_hash(self, token_hash: str) -> TokenRecord | None:
-        rows = self._read("SELECT * FROM tokens WHERE token_hash = ?", (token_hash,))
-        return TokenRecord(*rows[0]) if rows else None
-
-    def list_tokens(self) -> list[TokenRecord]:
-        return [TokenRecord(*r) for r in self._read("SELECT * FROM tokens ORDER BY id")]
-
-    def revoke_token(self, token_id: int, revoked_ms: int) -> bool:
-        """Revoke a token; False if there is no such token or it was already revoked."""
-        with self._write() as c:
-            cur = c.execute(
-                "UPDATE tokens SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL",
-                (revoked_ms, token_id),
-            )
-            return cur.rowcount > 0
-
     # ---- commands ----------------------------------------------------------------------------
 
-    def new_command(
-        self,
-        *,
-        command_id: str,
-        site: str,
-        action: str,
-        params: dict[str, Any],
-        issued_ms: int,
-        expires_ms: int,
-        lease_s: float,
-        issued_by: str,
-    ) -> CommandRecord:
-        """Record a command, giving it the site's next seq (persisted, strictly increasing)."""
-        with self._write() as c:
-            row = c.execute(
-                "SELECT max(coalesce((SELECT seq FROM command_seqs WHERE site = ?), 0), "
-                "coalesce((SELECT max(seq) FROM commands WHERE site = ?), 0))",
-                (site, site),
-            ).fetchone()
-            seq = int(row[0]) + 1
-            c.execute(
-                "INSERT INTO command_seqs VALUES (?, ?) ON CONFLICT(site) DO UPDATE "
-                "SET seq = excluded.seq",
-                (site, seq),
-            )
-            c.execute(
-                "INSERT INTO commands (id, site, seq, action, params, issued_ms, expires_ms, "
-                "lease_s, issued_by, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    command_id,
-                    site,
-                    seq,
-                    action,
-                    R.dump_json(params),
-                    issued_ms,
-                    expires_ms,
-                    lease_s,
-                    issued_by,
-                    CommandStatus.PENDING.value,
-                ),
-            )
-        return CommandRecord(
-            command_id, site, seq, action, dict(params), issued_ms, expires_ms, lease_s, issued_by
+    def _next_command_seq(self, c: Conn, site: str) -> int:
+        # BEGIN IMMEDIATE makes this transaction the only writer, so read-then-write is safe.
+        row = self._exec(
+            c,
+            "SELECT max(coalesce((SELECT seq FROM command_seqs WHERE site = ?), 0), "
+            "coalesce((SELECT max(seq) FROM commands WHERE site = ?), 0))",
+            (site, site),
+        ).fetchall()[0]
+        seq = int(row[0]) + 1
+        self._exec(
+            c,
+            "INSERT INTO command_seqs VALUES (?, ?) ON CONFLICT(site) DO UPDATE "
+            "SET seq = excluded.seq",
+            (site, seq),
         )
-
-    def mark_command_sent(self, command_id: str, sent_ms: int) -> None:
-        with self._write() as c:
-            c.execute(
-                "UPDATE commands SET sent_ms = ?, status = ? WHERE id = ? AND status = ?",
-                (sent_ms, CommandStatus.SENT.value, command_id, CommandStatus.PENDING.value),
-            )
-
-    def record_ack(
-        self,
-        command_id: str,
-        *,
-        status: str,
-        ack_ms: int,
-        reason: str | None = None,
-        readback: dict[str, Any] | None = None,
-        rtt_ms: float | None = None,
-    ) -> CommandRecord | None:
-        """Store an agent's outcome for a command; None if the command is unknown. The first
-        outcome stands: a redelivered ack does not change it."""
-        with self._write() as c:
-            c.execute(
-                "UPDATE commands SET status = ?, ack_ms = ?, reason = ?, readback = ?, rtt_ms = ? "
-                "WHERE id = ? AND ack_ms IS NULL",
-                (
-                    status,
-                    ack_ms,
-                    reason,
-                    None if readback is None else R.dump_json(readback),
-                    rtt_ms,
-                    command_id,
-                ),
-            )
-        return self.command(command_id)
-
-    def command(self, command_id: str) -> CommandRecord | None:
-        rows = self._read("SELECT * FROM commands WHERE id = ?", (command_id,))
-        return R.command(rows[0]) if rows else None
-
-    def command_history(
-        self, site: str | None = None, *, limit: int = 100, offset: int = 0
-    ) -> list[CommandRecord]:
-        """Commands newest first."""
-        if site is None:
-            rows = self._read(
-                "SELECT * FROM commands ORDER BY issued_ms DESC, seq DESC LIMIT ? OFFSET ?",
-                (limit, offset),
-            )
-        else:
-            rows = self._read(
-                "SELECT * FROM commands WHERE site = ? ORDER BY seq DESC LIMIT ? OFFSET ?",
-                (site, limit, offset),
-            )
-        return [R.command(r) for r in rows]
+        return seq
 
 
 def open_storage(
