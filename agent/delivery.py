@@ -136,6 +136,10 @@ class Delivery:
         self._bodies: dict[int, bytes] = {}
         self._link: MqttLink | None = None
         self._kick = asyncio.Event()
+        # What the pump last saw waiting in the outbox (None: nothing it would form by age),
+        # and what has been appended since: see `appended`.
+        self._pending_seen: int | None = None
+        self._appended = 0
         self._stopping = asyncio.Event()
         self._command_handler: CommandHandler | None = None
         self._listeners: list[AggregatorListener] = []
@@ -169,8 +173,17 @@ class Delivery:
         self._listeners.append(listener)
 
     def wake(self) -> None:
-        """Nudge the task: readings were appended (it also looks on its own every tick)."""
+        """Nudge the task (it also looks on its own every tick)."""
         self._kick.set()
+
+    def appended(self, n: int) -> None:
+        """`n` readings were appended. The pump only needs waking if it is not already waiting
+        for pending readings to come of age (their deadline is set by the oldest one), or if a
+        full batch is now waiting: a fleet host's agents woke it after every device's poll."""
+        self._appended += n
+        seen = self._pending_seen
+        if seen is None or seen + self._appended >= self.policy.batch_max_readings:
+            self._kick.set()
 
     async def publish_signed(self, msg: messages.Message, *, topic: str | None = None) -> None:
         """Sign `msg` for this site's ack topic (or `topic`) and publish it QoS 1; returns on
@@ -266,6 +279,7 @@ class Delivery:
         try:
             while not self._stopping.is_set() and not link.closed.is_set():
                 self._kick.clear()
+                self._appended = 0
                 self.counters.wakes += 1
                 self._trim_if_due()
                 self._pump(link)
@@ -340,6 +354,7 @@ class Delivery:
         """Seconds (of the agent's clock) until the pump must look again on its own."""
         now = self.clock.now()
         tick = max(self.settings.idle_tick_s, self.settings.idle_min_wall_s * self.clock.speed)
+        self._pending_seen = None
         if self._gate.open_at is not None and self._gate.open_at > now:
             return min(tick, self._gate.open_at - now)
         if not self._gate.is_open(now):
@@ -348,6 +363,8 @@ class Delivery:
         oldest = (
             self.outbox.oldest_pending_t() if len(self._unreceipted) < self.policy.window else None
         )
+        if oldest is not None:
+            self._pending_seen = self.outbox.pending_readings()
         due = next_deadline(
             self.policy,
             oldest_pending_s=None if oldest is None else oldest / 1000.0,

@@ -185,7 +185,7 @@ class Agent:
     def _sink(self, readings: Sequence[Reading]) -> None:
         self.outbox.append(readings)
         self.readings_taken += len(readings)
-        self.delivery.wake()
+        self.delivery.appended(len(readings))
 
     async def _publish_ack(self, ack: Ack) -> None:
         """Sign the ack now and store it; delivery publishes it, now or when the link returns."""

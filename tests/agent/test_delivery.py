@@ -358,3 +358,38 @@ async def test_an_idle_delivery_at_144x_looks_at_most_every_wall_floor(
         await wait_receiver(receiver, lambda r: r.stored_readings >= 5, 10)
     every_value_once(receiver, 5)
     outbox.close()
+
+
+async def test_appends_wake_the_pump_only_for_new_pending_or_a_full_batch(
+    mosquitto: Broker, receiver: Receiver, site_keys: Keys, tmp_path: Path
+) -> None:
+    """While pending readings wait to come of age, more appends do not wake the pump (their
+    deadline is the oldest one's); the first append does, and so does a full batch."""
+    outbox = Outbox(tmp_path / "agent.db", limits=UNBOUNDED)
+    policy = replace(FAST, batch_max_age_s=3.0, batch_max_readings=100)
+    delivery = Delivery(settings(mosquitto, policy), site_keys.identity(), outbox, SystemClock())
+    now_ms = int(time.time() * 1000)
+
+    def fresh(i: int) -> Reading:  # taken now: due by age only 3 s from now
+        return Reading(now_ms + i, f"d{i % 4}", "p", i, Quality.GOOD)
+
+    async with running(delivery):
+        await until(lambda: delivery.publishing, 10, "gate open")
+        outbox.append([fresh(0)])
+        before = delivery.counters.wakes
+        delivery.appended(1)  # the first pending reading: a new age deadline
+        await until(lambda: delivery.counters.wakes > before, 5, "woken by the first")
+        woken = delivery.counters.wakes
+        for i in range(1, 50):  # polls meanwhile: no wake each
+            outbox.append([fresh(i)])
+            delivery.appended(1)
+            await asyncio.sleep(0)
+        assert delivery.counters.wakes - woken <= 2  # (an idle tick may fall in)
+        assert delivery.counters.batches_formed == 0
+        outbox.append([fresh(i) for i in range(50, 100)])
+        delivery.appended(50)  # a full batch: formed now, not at the age deadline
+        t0 = time.monotonic()
+        await wait_receiver(receiver, lambda r: r.stored_readings >= 100, 10)
+        assert time.monotonic() - t0 < policy.batch_max_age_s
+    every_value_once(receiver, 100)
+    outbox.close()
