@@ -59,6 +59,10 @@ class Broker:
     port: int = 0
     workdir: Path | None = None
     extra_config: str = ""
+    # How often mosquitto writes its whole in-memory state to disk (it also does on a clean
+    # stop). Every second in tests (a restart must find what was queued); a fleet sets more:
+    # with an ingest behind, a second-by-second rewrite of a large backlog costs a core's fifth.
+    autosave_s: int = 1
     # Own session + SIGTERM when our process dies (fleet runs: Ctrl-C reaches the fleet only).
     die_with_parent: bool = False
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
@@ -83,7 +87,7 @@ class Broker:
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"
-            "autosave_interval 1\n"
+            f"autosave_interval {self.autosave_s}\n"
             # Offline persistent sessions must hold a whole outage's worth of QoS 1 messages.
             "max_queued_messages 1000000\n"
             "max_inflight_messages 100\n"

@@ -356,7 +356,9 @@ class FleetRunner:
             raise FleetError("--broker mosquitto: mosquitto is not installed")
         use_mosquitto = wanted == "mosquitto" or (wanted == "auto" and mosquitto_available())
         self.broker_kind = "mosquitto" if use_mosquitto else "amqtt"
-        self.broker = Broker(kind=self.broker_kind, workdir=self._p("broker"), die_with_parent=True)
+        self.broker = Broker(
+            kind=self.broker_kind, workdir=self._p("broker"), die_with_parent=True, autosave_s=60
+        )
         self.broker_addr = (self.broker.host, self.broker.port)
 
     def _aggregator_cli(self, *args: str) -> str:
