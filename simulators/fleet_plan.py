@@ -258,18 +258,13 @@ def aggregator_config(
             "tariffs_dir": str(TARIFFS_DIR),
             "policies_dir": str(workdir / "aggregator" / "policies"),
         },
-        # Likewise a site is offline only after 15 wall seconds of silence (at 160x the default
-        # 300 simulated seconds are under 2 wall seconds, less than a busy loop's lag), and never
-        # before two of its polls could have been missed.
-        # And never before a site that reports by exception had to send its heartbeat, with a
-        # poll's and 15 wall seconds' slack (a quiet site of a big fleet on a busy machine was
-        # called offline between two heartbeats).
+        # A site is offline only once its heartbeat (report by exception sends unchanged points
+        # that often: at least 300 s and three polls, so two missed polls are covered) is a poll,
+        # a batch age and 15 wall seconds late: at 160x the default 300 simulated seconds are
+        # under 2 wall seconds, less than a busy loop's lag, and a quiet site of a big fleet was
+        # called offline between two heartbeats.
         "alarms": {
-            "silence_s": max(
-                300.0,
-                2.0 * plan.poll_s + MAX_AGE_S + 15.0 * plan.speed,
-                heartbeat_s(plan.poll_s) + plan.poll_s + MAX_AGE_S + 15.0 * plan.speed,
-            )
+            "silence_s": heartbeat_s(plan.poll_s) + plan.poll_s + MAX_AGE_S + 15.0 * plan.speed
         },
         "clock": plan.clock_section(),
     }
